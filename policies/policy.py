@@ -1,0 +1,155 @@
+"""The per-(environment, model) policy: which runs may serve, and how to rank them.
+
+A :class:`Policy` is parsed and checked when it is built and cannot change
+afterwards; an invalid field raises :class:`PolicyError` (a ``ValueError``) that
+names the field, so the service can answer 422 with that field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+from packaging.specifiers import SpecifierSet
+
+from policies.stages import STAGES
+from policies.versions import InvalidVersionError, parse_specifier
+
+Direction = Literal["max", "min"]
+
+_MAX_EXACT = frozenset({"accuracy", "roc_auc", "r2"})
+_MAX_PREFIXES = ("f1", "precision", "recall")
+_MIN_EXACT = frozenset({"rmse", "mae", "mse", "log_loss"})
+
+
+class PolicyError(ValueError):
+    """A policy field that is not acceptable; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+def default_direction(metric: str) -> Direction | None:
+    """The direction in which ``metric`` improves, when its name says so.
+
+    Names are matched case-insensitively; ``f1*``, ``precision*`` and ``recall*``
+    cover their averaged variants. An unknown metric has no default: the policy
+    must state its direction.
+
+    >>> [default_direction(m) for m in ("accuracy", "f1_macro", "F1", "roc_auc", "r2")]
+    ['max', 'max', 'max', 'max', 'max']
+    >>> [default_direction(m) for m in ("rmse", "mae", "mse", "log_loss")]
+    ['min', 'min', 'min', 'min']
+    >>> default_direction("latency_ms") is None
+    True
+    """
+    name = metric.lower()
+    if name in _MAX_EXACT or name.startswith(_MAX_PREFIXES):
+        return "max"
+    if name in _MIN_EXACT:
+        return "min"
+    return None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """Which runs an environment may serve for one model, and how to rank them.
+
+    ``dataset`` is a pinned revision label such as ``wine-holdout@3``; the caller
+    resolves ``wine-holdout`` to its latest revision before building the policy.
+
+    >>> p = Policy(versions="<=1.0", stages=("Production",), metric="f1",
+    ...            dataset="wine-holdout@1")
+    >>> p.direction, p.min_improvement, p.allow_prereleases
+    ('max', 0.0, False)
+    >>> Policy(versions="<=1.0", stages=("Production",), metric="latency",
+    ...        dataset="d@1")
+    Traceback (most recent call last):
+    ...
+    policies.policy.PolicyError: direction: metric 'latency' has no default direction; give "max" or "min"
+    >>> Policy(versions="<=x", stages=("Production",), metric="f1", dataset="d@1")
+    Traceback (most recent call last):
+    ...
+    policies.policy.PolicyError: versions: invalid version specifier: '<=x'
+    """
+
+    versions: str
+    stages: tuple[str, ...]
+    metric: str
+    dataset: str
+    direction: Direction | None = None
+    min_value: float | None = None
+    min_improvement: float = 0.0
+    allow_prereleases: bool = False
+    require_verified: bool = False
+    specifier: SpecifierSet = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        try:
+            spec = parse_specifier(self.versions)
+        except InvalidVersionError as exc:
+            raise PolicyError("versions", str(exc)) from None
+        object.__setattr__(self, "versions", str(spec))
+        object.__setattr__(self, "specifier", spec)
+
+        stages = tuple(self.stages)
+        if not stages:
+            raise PolicyError("stages", "at least one stage is required")
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise PolicyError("stages", f"unknown stage(s) {unknown}; known: {list(STAGES)}")
+        # Keep stage order canonical so two equal policies compare equal.
+        object.__setattr__(self, "stages", tuple(s for s in STAGES if s in stages))
+
+        if not self.metric:
+            raise PolicyError("metric", "a metric name is required")
+        if not self.dataset:
+            raise PolicyError("dataset", "a dataset revision is required")
+
+        direction = self.direction or default_direction(self.metric)
+        if direction is None:
+            raise PolicyError(
+                "direction",
+                f'metric {self.metric!r} has no default direction; give "max" or "min"',
+            )
+        if direction not in ("max", "min"):
+            raise PolicyError("direction", f'must be "max" or "min", not {direction!r}')
+        object.__setattr__(self, "direction", direction)
+
+        if self.min_value is not None and not math.isfinite(self.min_value):
+            raise PolicyError("min_value", "must be a finite number")
+        if not math.isfinite(self.min_improvement) or self.min_improvement < 0:
+            raise PolicyError("min_improvement", "must be a finite number >= 0")
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "max"
+
+    def reaches_min_value(self, value: float) -> bool:
+        """Whether ``value`` reaches the threshold, in the policy's direction.
+
+        For a metric to minimize, ``min_value`` is the worst acceptable value, so
+        it is an upper bound.
+
+        >>> Policy("", ("Staging",), "f1", "d@1", min_value=0.8).reaches_min_value(0.8)
+        True
+        >>> Policy("", ("Staging",), "rmse", "d@1", min_value=3.0).reaches_min_value(3.5)
+        False
+        """
+        if self.min_value is None:
+            return True
+        return value >= self.min_value if self.maximize else value <= self.min_value
+
+    def improvement(self, challenger: float, incumbent: float) -> float:
+        """How much better ``challenger`` is than ``incumbent`` (negative if worse).
+
+        >>> Policy("", ("Staging",), "rmse", "d@1").improvement(2.0, 2.5)
+        0.5
+        """
+        return challenger - incumbent if self.maximize else incumbent - challenger
+
+
+__all__ = ["STAGES", "Direction", "Policy", "PolicyError", "default_direction"]

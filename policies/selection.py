@@ -1,0 +1,215 @@
+"""Champion selection: eligibility with reasons, ranking, hysteresis and pins.
+
+:func:`select` is the one rule that decides which run an environment serves. It
+is a pure function of its arguments and returns a :class:`Decision` value that
+carries the champion, why it was chosen, and every candidate with the reasons it
+is in or out. The stored champion, ``explain`` and ``plan`` all come from here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from packaging.version import Version
+
+from policies.policy import Policy
+from policies.versions import in_tolerance, parse_version
+
+# Two floats that differ by rounding only (0.9 - 0.8 vs 0.1) must not decide a
+# promotion, so improvements are compared with this tolerance.
+_REL_TOL = 1e-9
+_ABS_TOL = 1e-12
+
+
+class Reason(StrEnum):
+    """Machine-readable codes: why a run is excluded, and why a champion was chosen."""
+
+    VERSION_OUT_OF_RANGE = "version_out_of_range"
+    PRERELEASE_NOT_ALLOWED = "prerelease_not_allowed"
+    STAGE_NOT_ALLOWED = "stage_not_allowed"
+    NOT_EVALUATED = "not_evaluated"
+    UNVERIFIED = "unverified"
+    BELOW_MIN_VALUE = "below_min_value"
+
+    BEST = "best"
+    INCUMBENT_KEPT = "incumbent_kept"
+    PINNED = "pinned"
+    NO_ELIGIBLE_MODEL = "no_eligible_model"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One run as selection sees it.
+
+    ``reported`` and ``verified`` are the run's values for the policy's metric on
+    the policy's dataset revision (``None`` when there is none).
+    """
+
+    run_id: int
+    version: str
+    run_number: int
+    stage: str
+    reported: float | None = None
+    verified: float | None = None
+
+
+@dataclass(frozen=True)
+class Assessment:
+    """A candidate judged against a policy; ``rank`` is 1-based among eligible runs."""
+
+    candidate: Candidate
+    value: float | None
+    reasons: tuple[Reason, ...]
+    rank: int | None = None
+
+    @property
+    def eligible(self) -> bool:
+        return not self.reasons
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The outcome of :func:`select`.
+
+    ``ranked`` holds the eligible runs, best first; ``excluded`` the others, newest
+    version first. ``champion`` is a run id, or ``None`` with reason
+    ``no_eligible_model``.
+    """
+
+    champion: int | None
+    reason: Reason
+    ranked: tuple[Assessment, ...]
+    excluded: tuple[Assessment, ...]
+
+    @property
+    def assessments(self) -> tuple[Assessment, ...]:
+        return self.ranked + self.excluded
+
+    def assessment(self, run_id: int) -> Assessment | None:
+        return next((a for a in self.assessments if a.candidate.run_id == run_id), None)
+
+    @property
+    def champion_assessment(self) -> Assessment | None:
+        return None if self.champion is None else self.assessment(self.champion)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def assess(policy: Policy, candidate: Candidate) -> Assessment:
+    """Judge one candidate, listing *every* rule it fails.
+
+    >>> p = Policy("<=1.0", ("Production",), "f1", "wine@1", min_value=0.5)
+    >>> assess(p, Candidate(1, "1.0", 1, "Production", reported=0.9)).reasons
+    ()
+    >>> [str(r) for r in assess(p, Candidate(2, "2.0", 1, "Staging")).reasons]
+    ['version_out_of_range', 'stage_not_allowed', 'not_evaluated']
+    >>> [str(r) for r in assess(p, Candidate(3, "1.0rc1", 1, "Production", 0.4)).reasons]
+    ['prerelease_not_allowed', 'below_min_value']
+    """
+    c = candidate
+    reasons: list[Reason] = []
+    if not in_tolerance(policy.specifier, c.version, allow_prereleases=True):
+        reasons.append(Reason.VERSION_OUT_OF_RANGE)
+    elif not in_tolerance(policy.specifier, c.version, allow_prereleases=policy.allow_prereleases):
+        reasons.append(Reason.PRERELEASE_NOT_ALLOWED)
+    if c.stage not in policy.stages:
+        reasons.append(Reason.STAGE_NOT_ALLOWED)
+
+    verified, reported = _finite(c.verified), _finite(c.reported)
+    value = (
+        verified if policy.require_verified else (verified if verified is not None else reported)
+    )
+    if value is None:
+        unverified_only = policy.require_verified and reported is not None
+        reasons.append(Reason.UNVERIFIED if unverified_only else Reason.NOT_EVALUATED)
+    elif not policy.reaches_min_value(value):
+        reasons.append(Reason.BELOW_MIN_VALUE)
+    return Assessment(candidate=c, value=value, reasons=tuple(reasons))
+
+
+def _rank_key(policy: Policy, a: Assessment) -> tuple[float, Version, int, int]:
+    assert a.value is not None  # only eligible assessments are ranked
+    directional = a.value if policy.maximize else -a.value
+    c = a.candidate
+    return (directional, parse_version(c.version), c.run_number, c.run_id)
+
+
+def _beats(policy: Policy, challenger: float, incumbent: float) -> bool:
+    gain = policy.improvement(challenger, incumbent)
+    if math.isclose(gain, policy.min_improvement, rel_tol=_REL_TOL, abs_tol=_ABS_TOL):
+        return True
+    return gain >= policy.min_improvement
+
+
+def select(
+    policy: Policy,
+    candidates: Iterable[Candidate],
+    *,
+    incumbent: int | None = None,
+    pin: int | None = None,
+) -> Decision:
+    """Choose the champion among ``candidates``.
+
+    1. A pin wins if its run is among the candidates, eligible or not.
+    2. Eligible runs are ranked: better metric first, then higher version (PEP 440
+       order), then higher run number.
+    3. The incumbent stays while it is eligible and the best run does not beat it
+       by at least ``min_improvement``.
+    4. With no eligible run there is no champion.
+
+    >>> p = Policy("<=1.0", ("Production",), "f1", "wine@1", min_improvement=0.02)
+    >>> runs = [Candidate(1, "1.0", 1, "Production", 0.80),
+    ...         Candidate(2, "1.0", 2, "Production", 0.81),
+    ...         Candidate(3, "2.0", 1, "Staging", 0.99)]
+    >>> d = select(p, runs)
+    >>> d.champion, str(d.reason), [a.candidate.run_id for a in d.ranked]
+    (2, 'best', [2, 1])
+    >>> d = select(p, runs, incumbent=1)
+    >>> d.champion, str(d.reason)
+    (1, 'incumbent_kept')
+    >>> d = select(p, runs, pin=3)
+    >>> d.champion, str(d.reason), [str(r) for r in d.assessment(3).reasons]
+    (3, 'pinned', ['version_out_of_range', 'stage_not_allowed'])
+    >>> select(p, runs[2:]).champion is None
+    True
+    """
+    assessed = [assess(policy, c) for c in candidates]
+    eligible = sorted(
+        (a for a in assessed if a.eligible), key=lambda a: _rank_key(policy, a), reverse=True
+    )
+    ranked = tuple(
+        Assessment(a.candidate, a.value, a.reasons, rank=i) for i, a in enumerate(eligible, 1)
+    )
+    excluded = tuple(
+        sorted(
+            (a for a in assessed if not a.eligible),
+            key=lambda a: (
+                parse_version(a.candidate.version),
+                a.candidate.run_number,
+                a.candidate.run_id,
+            ),
+            reverse=True,
+        )
+    )
+
+    def decision(champion: int | None, reason: Reason) -> Decision:
+        return Decision(champion=champion, reason=reason, ranked=ranked, excluded=excluded)
+
+    ids = {a.candidate.run_id for a in assessed}
+    if pin is not None and pin in ids:
+        return decision(pin, Reason.PINNED)
+    if not ranked:
+        return decision(None, Reason.NO_ELIGIBLE_MODEL)
+
+    best = ranked[0]
+    held = next((a for a in ranked if a.candidate.run_id == incumbent), None)
+    if held is not None and held is not best:
+        assert best.value is not None and held.value is not None
+        if not _beats(policy, best.value, held.value):
+            return decision(held.candidate.run_id, Reason.INCUMBENT_KEPT)
+    return decision(best.candidate.run_id, Reason.BEST)

@@ -1,0 +1,122 @@
+"""The one place where failures become HTTP responses.
+
+Every failure, ours or Werkzeug's or the database driver's, leaves as
+``{"error": {"code", "message", "details"}}`` with a 4xx/5xx status: never an
+HTML page, never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import marshmallow as ma
+from flask import Flask, Response, jsonify
+from sqlalchemy.exc import DBAPIError, OperationalError
+from werkzeug.exceptions import HTTPException
+
+from service import errors
+
+log = logging.getLogger(__name__)
+
+STATUS: dict[type[errors.ServiceError], int] = {
+    errors.BadRequest: 400,
+    errors.ValidationFailed: 422,
+    errors.NotFound: 404,
+    errors.NoEligibleModel: 404,
+    errors.AlreadyExists: 409,
+    errors.InvalidTransition: 409,
+    errors.WouldLeaveNoModel: 409,
+    errors.PreconditionFailed: 412,
+    errors.PayloadTooLarge: 413,
+    errors.Unavailable: 503,
+}
+
+# Werkzeug's status codes mapped to the contract's error codes.
+HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "already_exists",
+    412: "precondition_failed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    428: "precondition_required",
+    503: "unavailable",
+}
+
+
+class ErrorBodySchema(ma.Schema):
+    code = ma.fields.String(required=True, metadata={"description": "machine-readable code"})
+    message = ma.fields.String(required=True)
+    details = ma.fields.Dict(metadata={"description": "per-field messages or context"})
+
+
+class ErrorSchema(ma.Schema):
+    """The error shape of every failure."""
+
+    error = ma.fields.Nested(ErrorBodySchema, required=True)
+
+
+def error_response(
+    status: int, code: str, message: str, details: dict[str, Any] | None = None
+) -> Response:
+    response = jsonify({"error": {"code": code, "message": message, "details": details or {}}})
+    response.status_code = status
+    return response
+
+
+def _flatten_webargs(messages: Any) -> dict[str, Any]:
+    """``{"json": {"name": [...]}}`` → ``{"name": [...]}``: clients care about fields."""
+    if not isinstance(messages, dict):
+        return {"_request": messages}
+    flat: dict[str, Any] = {}
+    for location, fields in messages.items():
+        if isinstance(fields, dict):
+            flat.update(fields)
+        else:
+            flat[f"_{location}"] = fields
+    return flat
+
+
+def handle_service_error(exc: errors.ServiceError) -> Response:
+    status = next(s for cls, s in STATUS.items() if isinstance(exc, cls))
+    return error_response(status, exc.code, exc.message, exc.details)
+
+
+def handle_http_exception(exc: HTTPException) -> Response:
+    status = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    if status == 422:
+        details = _flatten_webargs(data.get("messages", {}))
+        fields = ", ".join(sorted(details))
+        return error_response(422, "validation_error", f"invalid request: {fields}", details)
+    if status == 400 and "messages" in data:
+        details = _flatten_webargs(data["messages"])
+        return error_response(400, "bad_request", "malformed request body", details)
+    if status >= 500:
+        return error_response(status, "internal_error", "internal server error")
+    code = HTTP_CODES.get(status, "bad_request" if status < 500 else "internal_error")
+    return error_response(status, code, exc.description or exc.name)
+
+
+def handle_database_error(exc: DBAPIError) -> Response:
+    if isinstance(exc, OperationalError) or exc.connection_invalidated:
+        log.warning("database unavailable: %s", exc.orig)
+        return error_response(503, "unavailable", "the database is unavailable; retry later")
+    return handle_unexpected(exc)
+
+
+def handle_unexpected(exc: Exception) -> Response:
+    log.exception("unhandled error")
+    return error_response(500, "internal_error", "internal server error")
+
+
+def register(app: Flask) -> None:
+    app.register_error_handler(errors.ServiceError, handle_service_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(DBAPIError, handle_database_error)
+    app.register_error_handler(Exception, handle_unexpected)

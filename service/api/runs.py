@@ -1,0 +1,244 @@
+"""Runs with their artifacts, and reported evaluations."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import marshmallow as ma
+from flask import Response, request, send_file
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from service import evaluations, runs
+from service.api.common import (
+    Name,
+    PageArgs,
+    UtcDateTime,
+    actor,
+    ctx,
+    json_dict,
+    list_schema,
+    page_size,
+    uow,
+)
+from service.api.errors import ErrorSchema, error_response
+from service.artifacts import SHA256_RE, IncomingFile
+from service.db.models import Evaluation, Run
+from service.errors import BadRequest, ValidationFailed
+
+blp = Blueprint("runs", __name__, url_prefix="/api/v1", description="Runs and evaluations")
+
+
+class EvaluationInputSchema(ma.Schema):
+    dataset = ma.fields.String(
+        required=True, metadata={"description": "name@revision, or name for its latest revision"}
+    )
+    metrics = ma.fields.Dict(
+        keys=Name(),
+        values=ma.fields.Float(allow_nan=False),
+        required=True,
+        validate=ma.validate.Length(min=1),
+    )
+
+
+class RunMetadataSchema(ma.Schema):
+    params = json_dict(load_default=dict)
+    tags = json_dict(load_default=dict)
+    source = json_dict(
+        load_default=dict,
+        metadata={"description": "provenance (git commit, pipeline id); never a storage location"},
+    )
+    expected_sha256 = ma.fields.String(
+        load_default=None, validate=ma.validate.Regexp(SHA256_RE.pattern, error="64 hex digits")
+    )
+    format = ma.fields.String(load_default=None, validate=ma.validate.Length(max=32))
+    evaluations = ma.fields.List(ma.fields.Nested(EvaluationInputSchema), load_default=list)
+
+
+class EvaluationSchema(ma.Schema):
+    dataset = ma.fields.Function(lambda e: e.dataset_revision.label)
+    metric = ma.fields.String()
+    value = ma.fields.Float()
+    source = ma.fields.String()
+    created_at = UtcDateTime()
+
+
+class ArtifactSchema(ma.Schema):
+    sha256 = ma.fields.String()
+    size = ma.fields.Integer()
+    format = ma.fields.String()
+    filename = ma.fields.String()
+
+
+class RunSchema(ma.Schema):
+    id = ma.fields.Integer()
+    model = ma.fields.Function(lambda r: r.model_version.model.name)
+    version = ma.fields.Function(lambda r: r.model_version.version)
+    stage = ma.fields.Function(lambda r: r.model_version.stage)
+    number = ma.fields.Integer()
+    artifact = ma.fields.Function(
+        lambda r: {
+            "sha256": r.artifact_sha256,
+            "size": r.artifact_size,
+            "format": r.artifact_format,
+            "filename": r.artifact_filename,
+        }
+    )
+    params = json_dict()
+    tags = json_dict()
+    source = json_dict()
+    created_at = UtcDateTime()
+
+
+class RunDetailSchema(RunSchema):
+    evaluations = ma.fields.List(ma.fields.Nested(EvaluationSchema))
+
+
+@dataclass(frozen=True)
+class RunDetail:
+    """A run and its evaluations; reads through to the run row."""
+
+    run: Run
+    evaluations: list[Evaluation]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.run, name)
+
+
+RunListSchema = list_schema(RunSchema, "RunList")
+EvaluationListSchema = list_schema(EvaluationSchema, "EvaluationList")
+
+_MULTIPART_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["artifact"],
+                    "properties": {
+                        "artifact": {"type": "string", "format": "binary"},
+                        "metadata": {
+                            "type": "string",
+                            "description": "JSON object: RunMetadata",
+                        },
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+def _metadata() -> runs.RunInput:
+    raw: Any = request.form.get("metadata")
+    if raw is None and "metadata" in request.files:
+        raw = request.files["metadata"].read().decode("utf-8", "replace")
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        raise BadRequest("metadata is not valid JSON", {"metadata": ["invalid JSON"]}) from None
+    if not isinstance(data, dict):
+        raise ValidationFailed.field("metadata", "must be a JSON object")
+    try:
+        loaded = RunMetadataSchema().load(data)
+    except ma.ValidationError as exc:
+        raise ValidationFailed(
+            "invalid run metadata: " + ", ".join(sorted(map(str, exc.normalized_messages()))),
+            exc.normalized_messages(),  # type: ignore[arg-type]
+        ) from None
+    return runs.RunInput(**loaded)
+
+
+@blp.route("/models/<model>/versions/<version>/runs")
+class Runs(MethodView):
+    @blp.doc(**_MULTIPART_DOC)
+    @blp.response(201, RunSchema)
+    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(413, schema=ErrorSchema)
+    @blp.alt_response(422, schema=ErrorSchema)
+    def post(self, model: str, version: str) -> Any:
+        """Register a run: multipart `artifact` file + `metadata` JSON"""
+        if request.mimetype != "multipart/form-data":
+            return _unsupported()
+        meta = _metadata()
+        part = request.files.get("artifact")
+        if part is None or not isinstance(part.stream, IncomingFile):
+            raise ValidationFailed.field("artifact", "a file part named 'artifact' is required")
+        c = ctx()
+        run = runs.create_run(
+            c.db, c.store, model, version, part.stream, part.filename, meta, actor=actor()
+        )
+        return runs.get_run(uow(write=False), run.id)
+
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, RunListSchema)
+    def get(self, args: dict[str, Any], model: str, version: str) -> Any:
+        """Runs of a version, by number"""
+        return runs.list_runs(
+            uow(write=False), model, version, args.get("page_token"), page_size(args)
+        )
+
+
+def _unsupported() -> Response:
+    return error_response(
+        415, "unsupported_media_type", "runs are registered as multipart/form-data"
+    )
+
+
+@blp.route("/runs/<int:run_id>")
+class RunView(MethodView):
+    @blp.response(200, RunDetailSchema)
+    @blp.alt_response(404, schema=ErrorSchema)
+    def get(self, run_id: int) -> Any:
+        """A run, with its evaluations"""
+        s = uow(write=False)
+        return RunDetail(runs.get_run(s, run_id), evaluations.of_run(s, run_id))
+
+
+@blp.route("/runs/<int:run_id>/artifact")
+class ArtifactView(MethodView):
+    @blp.response(200, description="The artifact bytes (ETag = sha256)")
+    @blp.alt_response(304, description="Not modified")
+    @blp.alt_response(404, schema=ErrorSchema)
+    def get(self, run_id: int) -> Response:
+        """Download a run's artifact"""
+        c = ctx()
+        run = runs.get_run(uow(write=False), run_id)
+        sha, fmt = run.artifact_sha256, run.artifact_format
+        name = run.artifact_filename or (
+            f"{run.model_version.model.name}-{run.model_version.version}-run{run.number}"
+        )
+        response = send_file(
+            c.store.path_for(sha),
+            mimetype="application/octet-stream",
+            as_attachment=True,
+            download_name=name,
+            etag=sha,
+            conditional=True,
+            max_age=31536000,  # content-addressed: the bytes behind a run never change
+        )
+        response.headers["X-Artifact-Format"] = fmt
+        return response
+
+
+@blp.route("/runs/<int:run_id>/evaluations")
+class Evaluations(MethodView):
+    @blp.arguments(EvaluationInputSchema)
+    @blp.response(201, EvaluationListSchema)
+    @blp.alt_response(409, schema=ErrorSchema)
+    def post(self, body: dict[str, Any], run_id: int) -> Any:
+        """Record reported metrics of a run on a dataset revision"""
+        rows = evaluations.record(
+            uow(write=True), run_id, body["dataset"], body["metrics"], actor=actor()
+        )
+        return {"items": rows, "next_page_token": None}
+
+    @blp.response(200, EvaluationListSchema)
+    def get(self, run_id: int) -> Any:
+        """A run's evaluations"""
+        s = uow(write=False)
+        runs.get_run(s, run_id)
+        return {"items": evaluations.of_run(s, run_id), "next_page_token": None}

@@ -1,0 +1,104 @@
+"""``create_app(settings)``: the Flask application, wired to its database and store."""
+
+from __future__ import annotations
+
+from typing import IO, Any, cast
+
+from flask import Flask, Request, request
+from flask_smorest import Api
+
+from service.api import auth, champions, datasets, errors, health, models, runs
+from service.api.common import Context, close_sessions, ctx
+from service.artifacts import IncomingFile, LocalArtifactStore
+from service.config import Settings, load_settings
+from service.db.session import Database
+
+MULTIPART_OVERHEAD = 1024 * 1024
+_BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+_ACCEPTED_BODIES = {"application/json", "multipart/form-data"}
+
+
+class UploadRequest(Request):
+    """Streams uploaded file parts straight into the artifact store's temp area.
+
+    The multipart parser writes into an :class:`IncomingFile`, which hashes and
+    counts as it goes, so an upload is written once and never held in memory.
+    """
+
+    def _get_file_stream(
+        self,
+        total_content_length: int | None,
+        content_type: str | None,
+        filename: str | None = None,
+        content_length: int | None = None,
+    ) -> IO[bytes]:
+        c = ctx()
+        incoming = c.store.begin_upload(c.settings.max_artifact_bytes)
+        self.__dict__.setdefault("incoming_files", []).append(incoming)
+        return cast(IO[bytes], incoming)
+
+
+def _limit_body() -> Any:
+    """Cap the body before anything reads it, and refuse bodies we cannot parse."""
+    settings = ctx().settings
+    if request.mimetype == "multipart/form-data":
+        request.max_content_length = settings.max_artifact_bytes + MULTIPART_OVERHEAD
+    else:
+        request.max_content_length = settings.max_json_bytes
+    has_body = bool(request.content_length) or "chunked" in request.headers.get(
+        "Transfer-Encoding", ""
+    )
+    if request.method in _BODY_METHODS and has_body and request.mimetype not in _ACCEPTED_BODIES:
+        return errors.error_response(
+            415,
+            "unsupported_media_type",
+            f"send application/json (or multipart/form-data for uploads), not {request.mimetype!r}",
+        )
+    if request.content_length and request.content_length > request.max_content_length:
+        return errors.error_response(
+            413,
+            "payload_too_large",
+            f"request body is larger than {request.max_content_length} bytes",
+            {"limit": request.max_content_length},
+        )
+    return None
+
+
+def _discard_uploads(_exc: BaseException | None) -> None:
+    # Committed uploads were renamed away already; this removes what was not.
+    for incoming in request.__dict__.get("incoming_files", []):
+        cast(IncomingFile, incoming).discard()
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    app = Flask("modelreg")
+    app.request_class = UploadRequest
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.config.update(
+        API_TITLE="modelreg",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/api/v1",
+        OPENAPI_JSON_PATH="openapi.json",
+        MAX_CONTENT_LENGTH=settings.max_artifact_bytes + MULTIPART_OVERHEAD,
+    )
+    app.extensions["modelreg"] = Context(
+        settings=settings,
+        db=Database(settings.resolved_database_url),
+        store=LocalArtifactStore(settings.resolved_artifact_root),
+    )
+
+    api = Api(app, spec_kwargs={"info": {"description": "Model registry and promotion service"}})
+    api.ERROR_SCHEMA = errors.ErrorSchema
+    for blueprint in (models.blp, runs.blp, datasets.blp, champions.blp):
+        api.register_blueprint(blueprint)
+    app.register_blueprint(health.blp)
+
+    app.before_request(_limit_body)
+    auth.register(app)
+    # After Api(): flask-smorest registers its own handler, ours must win.
+    errors.register(app)
+    app.teardown_request(_discard_uploads)
+    app.teardown_appcontext(close_sessions)
+    return app

@@ -1,0 +1,159 @@
+"""Artifact storage: an interface, and a local content-addressed implementation.
+
+Uploads are written to a temporary file inside the store while they are hashed
+(memory stays flat whatever the size), checked against the size limit and the
+expected digest, and only then renamed into ``sha256/ab/cd/<digest>``. A rename
+within one file system is atomic, so a reader never sees half an artifact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Protocol
+
+from service.errors import PayloadTooLarge, ValidationFailed
+
+CHUNK = 1024 * 1024
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+@dataclass(frozen=True)
+class StoredBlob:
+    sha256: str
+    size: int
+    created: bool  # False when identical content was already stored
+
+
+class Upload(Protocol):
+    """A file being received: written chunk by chunk, hashed as it goes."""
+
+    sha256: str
+    size: int
+
+    def write(self, data: bytes) -> int: ...
+
+
+class ArtifactStore(Protocol):
+    def begin_upload(self, max_bytes: int) -> IncomingFile: ...
+
+    def commit(self, upload: IncomingFile, expected_sha256: str | None = None) -> StoredBlob: ...
+
+    def exists(self, sha256: str) -> bool: ...
+
+    def open(self, sha256: str) -> IO[bytes]: ...
+
+    def delete(self, sha256: str) -> None: ...
+
+
+class IncomingFile:
+    """A writable temporary file that hashes and counts what is written to it.
+
+    Werkzeug's multipart parser writes the uploaded part straight into it, so the
+    upload is hashed in the same pass that puts it on disk.
+    """
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        fd, name = tempfile.mkstemp(prefix="upload-", dir=directory)
+        self.path = Path(name)
+        self._fh: IO[bytes] = os.fdopen(fd, "w+b")
+        self._hash = hashlib.sha256()
+        self._max = max_bytes
+        self.size = 0
+
+    @property
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self._max:
+            raise PayloadTooLarge(
+                f"artifact is larger than the limit of {self._max} bytes",
+                {"limit": self._max},
+            )
+        self._hash.update(data)
+        return self._fh.write(data)
+
+    # The parser treats this object as a file; these keep it satisfied.
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def read(self, n: int = -1) -> bytes:
+        return self._fh.read(n)
+
+    def flush(self) -> None:
+        self._fh.flush()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    def discard(self) -> None:
+        self._fh.close()
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+class LocalArtifactStore:
+    """Content-addressed files under one root directory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.tmp = root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, sha256: str) -> Path:
+        if not SHA256_RE.match(sha256):
+            # Digests come from our own rows; anything else must never touch a path.
+            raise ValueError(f"not a sha256 digest: {sha256!r}")
+        return self.root / "sha256" / sha256[:2] / sha256[2:4] / sha256
+
+    def begin_upload(self, max_bytes: int) -> IncomingFile:
+        return IncomingFile(self.tmp, max_bytes)
+
+    def commit(self, upload: IncomingFile, expected_sha256: str | None = None) -> StoredBlob:
+        """Move a complete upload into place, or discard it and raise."""
+        try:
+            upload.flush()
+            os.fsync(upload._fh.fileno())
+            upload.close()
+            digest = upload.sha256
+            if expected_sha256 is not None and expected_sha256.lower() != digest:
+                raise ValidationFailed(
+                    "artifact sha256 does not match expected_sha256",
+                    {"expected_sha256": [f"expected {expected_sha256}, received {digest}"]},
+                )
+            target = self.path_for(digest)
+            if target.exists():
+                upload.discard()
+                return StoredBlob(digest, upload.size, created=False)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(upload.path, target)
+            return StoredBlob(digest, upload.size, created=True)
+        except BaseException:
+            upload.discard()
+            raise
+
+    def exists(self, sha256: str) -> bool:
+        return self.path_for(sha256).is_file()
+
+    def open(self, sha256: str) -> IO[bytes]:
+        return self.path_for(sha256).open("rb")
+
+    def delete(self, sha256: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path_for(sha256).unlink()
+
+    def iter_chunks(self, sha256: str) -> Iterator[bytes]:
+        with self.open(sha256) as fh:
+            while chunk := fh.read(CHUNK):
+                yield chunk

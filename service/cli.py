@@ -1,0 +1,110 @@
+"""The ``modelreg`` command: ``serve`` and ``db``."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+from gunicorn.app.base import BaseApplication
+
+from service.config import Settings, load_settings
+from service.db import migrate
+from service.errors import ConfigError
+
+
+class _Gunicorn(BaseApplication):  # type: ignore[misc]
+    """Gunicorn with the app built inside each worker (no shared connections)."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from service.app import create_app
+
+        return create_app(self.settings)
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except ConfigError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@click.group()
+@click.version_option(package_name="modelreg")
+def main() -> None:
+    """modelreg: model registry and promotion service."""
+
+
+@main.command()
+@click.option("--host", default=None, help="address to bind [config: host, 127.0.0.1]")
+@click.option("--port", type=int, default=None, help="port [config: port, 5000]")
+@click.option("--workers", type=int, default=None, help="worker processes [config: workers, 2]")
+@click.option("--threads", type=int, default=None, help="threads per worker [config: threads]")
+def serve(host: str | None, port: int | None, workers: int | None, threads: int | None) -> None:
+    """Serve the API with gunicorn. Upgrades the embedded SQLite database first."""
+    settings = _settings(host=host, port=port, workers=workers, threads=threads)
+    url = settings.resolved_database_url
+    if settings.is_embedded:
+        migrate.upgrade(url)
+    elif not migrate.is_up_to_date(url):
+        raise click.ClickException(
+            "the database schema is not current; run `modelreg db upgrade` first"
+        )
+    options = {
+        "bind": f"{settings.host}:{settings.port}",
+        "workers": settings.workers,
+        "threads": settings.threads,
+        "worker_class": "gthread",
+        "keepalive": 5,
+        "accesslog": "-",
+        "timeout": 120,
+        "graceful_timeout": 30,
+    }
+    click.echo(f"modelreg serving on http://{options['bind']} ({url.split('@')[-1]})", err=True)
+    _Gunicorn(settings, options).run()
+
+
+@main.group()
+def db() -> None:
+    """Database schema (Alembic migrations)."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+def db_upgrade(revision: str) -> None:
+    """Apply migrations up to REVISION."""
+    settings = _settings()
+    migrate.upgrade(settings.resolved_database_url, revision)
+    click.echo(f"database at {migrate.head_revision() if revision == 'head' else revision}")
+
+
+@db.command("downgrade")
+@click.argument("revision")
+def db_downgrade(revision: str) -> None:
+    """Revert migrations down to REVISION (e.g. base)."""
+    migrate.downgrade(_settings().resolved_database_url, revision)
+
+
+@db.command("current")
+def db_current() -> None:
+    """Print the schema revision of the database and the newest one known."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(_settings().resolved_database_url)
+    try:
+        click.echo(f"current: {migrate.current_revision(engine)}  head: {migrate.head_revision()}")
+    finally:
+        engine.dispose()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

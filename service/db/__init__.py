@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy 2.0 models, engines and the unit of work, Alembic migrations."""

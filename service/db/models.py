@@ -1,0 +1,265 @@
+"""SQLAlchemy models. Every uniqueness rule of the design is a database constraint.
+
+Rows hold data only; rules live in ``policies`` and the service layer.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAME_LEN = 100
+
+# Named constraints make Alembic migrations reproducible on every backend.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = metadata
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+
+
+class RegisteredModel(Base):
+    __tablename__ = "registered_models"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    # Names are unique case-insensitively; the key is the lower-cased name.
+    name_key: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    versions: Mapped[list[ModelVersion]] = relationship(back_populates="model")
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+    __table_args__ = (UniqueConstraint("model_id", "canonical_version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id"), index=True)
+    version: Mapped[str] = mapped_column(String(128))
+    canonical_version: Mapped[str] = mapped_column(String(128))
+    is_prerelease: Mapped[bool] = mapped_column(Boolean)
+    stage: Mapped[str] = mapped_column(String(16), default="None")
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Run numbers are handed out from this counter under a row lock, so they
+    # never repeat, even after a run is removed.
+    next_run_number: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    stage_changed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    model: Mapped[RegisteredModel] = relationship(back_populates="versions")
+    runs: Mapped[list[Run]] = relationship(back_populates="model_version")
+
+
+class Run(Base):
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("version_id", "number"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    number: Mapped[int] = mapped_column(Integer)
+    artifact_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    artifact_size: Mapped[int] = mapped_column(BigInteger)
+    artifact_format: Mapped[str] = mapped_column(String(32))
+    artifact_filename: Mapped[str] = mapped_column(String(255), default="")
+    params: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    source: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    model_version: Mapped[ModelVersion] = relationship(back_populates="runs")
+
+
+class Dataset(Base):
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    name_key: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    revisions: Mapped[list[DatasetRevision]] = relationship(back_populates="dataset")
+
+
+class DatasetRevision(Base):
+    __tablename__ = "dataset_revisions"
+    __table_args__ = (
+        UniqueConstraint("dataset_id", "revision"),
+        UniqueConstraint("dataset_id", "sha256"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"))
+    revision: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    dataset: Mapped[Dataset] = relationship(back_populates="revisions")
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset.name}@{self.revision}"
+
+
+class Evaluation(Base):
+    __tablename__ = "evaluations"
+    # One value per (run, dataset revision, metric) and origin: a reported and a
+    # verified value may stand side by side so that mismatches can be shown.
+    __table_args__ = (
+        UniqueConstraint("run_id", "dataset_revision_id", "metric", "source"),
+        Index("ix_evaluations_revision_metric", "dataset_revision_id", "metric"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    dataset_revision_id: Mapped[int] = mapped_column(ForeignKey("dataset_revisions.id"))
+    metric: Mapped[str] = mapped_column(String(NAME_LEN))
+    value: Mapped[float] = mapped_column(Float)
+    source: Mapped[str] = mapped_column(String(16), default="reported")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    run: Mapped[Run] = relationship()
+    dataset_revision: Mapped[DatasetRevision] = relationship()
+
+
+class Environment(Base):
+    __tablename__ = "environments"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    name_key: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PolicyRow(Base):
+    __tablename__ = "policies"
+    __table_args__ = (UniqueConstraint("environment_id", "model_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id"), index=True)
+    versions: Mapped[str] = mapped_column(String(512))
+    stages: Mapped[list[str]] = mapped_column()
+    metric: Mapped[str] = mapped_column(String(NAME_LEN))
+    dataset_revision_id: Mapped[int] = mapped_column(ForeignKey("dataset_revisions.id"))
+    direction: Mapped[str] = mapped_column(String(3))
+    min_value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    min_improvement: Mapped[float] = mapped_column(Float, default=0.0)
+    allow_prereleases: Mapped[bool] = mapped_column(Boolean, default=False)
+    require_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    revision: Mapped[int] = mapped_column(Integer, default=1)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    updated_by: Mapped[str] = mapped_column(String(NAME_LEN), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    environment: Mapped[Environment] = relationship()
+    model: Mapped[RegisteredModel] = relationship()
+    dataset_revision: Mapped[DatasetRevision] = relationship()
+
+
+class Pin(Base):
+    __tablename__ = "pins"
+    __table_args__ = (UniqueConstraint("environment_id", "model_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id"))
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(NAME_LEN), default="")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Champion(Base):
+    """The stored choice of every (environment, model) that has a policy.
+
+    It repeats what the champion endpoint returns (names, version, stage, value,
+    artifact) so that serving layers are answered with one indexed lookup,
+    whatever the number of runs. The upkeep rewrites it in the same transaction
+    as every change that can move it.
+    """
+
+    __tablename__ = "champions"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "model_id"),
+        UniqueConstraint("environment_key", "model_key", name="uq_champions_lookup"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id"), index=True)
+    environment_key: Mapped[str] = mapped_column(String(NAME_LEN))
+    model_key: Mapped[str] = mapped_column(String(NAME_LEN))
+    environment: Mapped[str] = mapped_column(String(NAME_LEN))
+    model: Mapped[str] = mapped_column(String(NAME_LEN))
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL"), nullable=True
+    )
+    version: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    stage: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    run_number: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    metric: Mapped[str] = mapped_column(String(NAME_LEN))
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)
+    dataset: Mapped[str] = mapped_column(String(NAME_LEN + 12))
+    artifact_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    artifact_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    policy_revision: Mapped[int] = mapped_column(Integer)
+    selected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ChampionChange(Base):
+    """One change of champion. Run ids are plain numbers so history outlives runs."""
+
+    __tablename__ = "champion_history"
+    __table_args__ = (Index("ix_champion_history_lookup", "environment_id", "model_id", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environments.id"))
+    model_id: Mapped[int] = mapped_column(ForeignKey("registered_models.id"))
+    from_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    to_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    reason: Mapped[str] = mapped_column(String(32))
+    trigger: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(Text, default="")
+    actor: Mapped[str] = mapped_column(String(NAME_LEN), default="")
+    policy_revision: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

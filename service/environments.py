@@ -1,0 +1,227 @@
+"""Deployment environments and their per-model policies.
+
+``plan`` runs exactly the code of ``put_policy`` and rolls back instead of
+committing, so a dry run can never disagree with the real change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from policies import Policy, PolicyError
+from service import champions, datasets
+from service.db.models import Champion, Environment, PolicyRow, utcnow
+from service.errors import NotFound, PreconditionFailed, ValidationFailed
+from service.names import check_name, name_key
+from service.pagination import Page, offset_page
+from service.registry import get_model
+
+
+@dataclass(frozen=True)
+class PolicyInput:
+    versions: str
+    stages: tuple[str, ...]
+    metric: str
+    dataset: str
+    direction: str | None = None
+    min_value: float | None = None
+    min_improvement: float = 0.0
+    allow_prereleases: bool = False
+    require_verified: bool = False
+    reason: str = ""
+    force: bool = False
+
+
+def put_environment(
+    session: Session, name: str, description: str | None
+) -> tuple[Environment, bool]:
+    check_name("name", name)
+    env = session.scalar(select(Environment).where(Environment.name_key == name_key(name)))
+    created = env is None
+    if env is None:
+        env = Environment(name=name, name_key=name_key(name), description=description or "")
+        session.add(env)
+    elif description is not None and description != env.description:
+        env.description = description
+        env.updated_at = utcnow()
+    session.commit()
+    return env, created
+
+
+def get_environment(session: Session, name: str) -> Environment:
+    env = session.scalar(select(Environment).where(Environment.name_key == name_key(name)))
+    if env is None:
+        raise NotFound(f"environment {name!r} not found", {"environment": name})
+    return env
+
+
+def list_environments(
+    session: Session, page_token: str | None, page_size: int
+) -> Page[tuple[Environment, list[dict[str, Any]]]]:
+    envs = session.scalars(select(Environment).order_by(Environment.name_key)).all()
+    page = offset_page(envs, page_token, page_size)
+    rows = session.scalars(
+        select(Champion)
+        .where(
+            Champion.environment_id.in_([e.id for e in page.items]), Champion.run_id.is_not(None)
+        )
+        .order_by(Champion.model_key)
+    ).all()
+    by_env: dict[int, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_env.setdefault(row.environment_id, []).append(champions.champion_document(row))
+    return Page([(e, by_env.get(e.id, [])) for e in page.items], page.next_page_token)
+
+
+def champions_in(session: Session, env: Environment) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(Champion)
+        .where(Champion.environment_id == env.id, Champion.run_id.is_not(None))
+        .order_by(Champion.model_key)
+    ).all()
+    return [champions.champion_document(r) for r in rows]
+
+
+def get_policy(session: Session, environment: str, model: str) -> PolicyRow:
+    env = get_environment(session, environment)
+    mdl = get_model(session, model)
+    row = session.scalar(
+        select(PolicyRow).where(PolicyRow.environment_id == env.id, PolicyRow.model_id == mdl.id)
+    )
+    if row is None:
+        raise NotFound(
+            f"environment {env.name} has no policy for {mdl.name}",
+            {"environment": env.name, "model": mdl.name},
+        )
+    return row
+
+
+def _validated(body: PolicyInput, dataset_label: str) -> Policy:
+    try:
+        return Policy(
+            versions=body.versions,
+            stages=tuple(body.stages),
+            metric=body.metric,
+            dataset=dataset_label,
+            direction=body.direction,  # type: ignore[arg-type]
+            min_value=body.min_value,
+            min_improvement=body.min_improvement,
+            allow_prereleases=body.allow_prereleases,
+            require_verified=body.require_verified,
+        )
+    except PolicyError as exc:
+        raise ValidationFailed.field(exc.field, exc.message) from None
+
+
+@dataclass(frozen=True)
+class PolicyChange:
+    """A stored policy and what storing it did; reads through to the policy row."""
+
+    policy: PolicyRow
+    created: bool
+    changed: bool
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    eligible_count: int
+
+    @property
+    def champion_changed(self) -> bool:
+        return (self.before or {}).get("run_id") != (self.after or {}).get("run_id")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.policy, name)
+
+
+def put_policy(
+    session: Session,
+    environment: str,
+    model: str,
+    body: PolicyInput,
+    *,
+    if_match: int | None,
+    actor: str,
+    dry_run: bool = False,
+) -> PolicyChange:
+    """Create or replace a policy and recompute that environment's champion.
+
+    ``if_match`` is the revision the client last saw; a different current
+    revision answers 412. A replacement that would leave the environment with
+    no champion is refused unless ``body.force``.
+    """
+    env = get_environment(session, environment)
+    mdl = get_model(session, model, lock=True)
+    if body.metric and not isinstance(body.metric, str):
+        raise ValidationFailed.field("metric", "must be a string")
+    revision = datasets.resolve(session, body.dataset)
+    policy = _validated(body, revision.label)
+    row = session.scalar(
+        select(PolicyRow).where(PolicyRow.environment_id == env.id, PolicyRow.model_id == mdl.id)
+    )
+    current = row.revision if row is not None else None
+    if if_match is not None and if_match != current:
+        raise PreconditionFailed(
+            f"policy revision is {current}, not {if_match}" if current else "no policy exists yet",
+            {"revision": current},
+        )
+    before = champions.stored_champion(session, env.id, mdl.id)
+    values = {
+        "versions": policy.versions,
+        "stages": list(policy.stages),
+        "metric": policy.metric,
+        "dataset_revision_id": revision.id,
+        "direction": policy.direction,
+        "min_value": policy.min_value,
+        "min_improvement": policy.min_improvement,
+        "allow_prereleases": policy.allow_prereleases,
+        "require_verified": policy.require_verified,
+    }
+    created = row is None
+    if row is None:
+        row = PolicyRow(environment=env, model=mdl, revision=1, **values)
+        session.add(row)
+    changed = created or any(getattr(row, k) != v for k, v in values.items())
+    if changed and not created:
+        for key, value in values.items():
+            setattr(row, key, value)
+        row.revision += 1
+    if changed:
+        row.reason = body.reason
+        row.updated_by = actor
+        row.updated_at = utcnow()
+    session.flush()
+    champions.recompute(
+        session,
+        mdl,
+        trigger="policy",
+        detail=f"policy revision {row.revision}" + (f" ({body.reason})" if body.reason else ""),
+        actor=actor,
+        force=body.force or dry_run,
+        environment_id=env.id,
+    )
+    after = champions.stored_champion(session, env.id, mdl.id)
+    eligible = len(champions.decide(session, row, policy).ranked)
+    result = PolicyChange(row, created, changed, before, after, eligible)
+    if not dry_run:
+        session.commit()
+    return result
+
+
+def plan(
+    session: Session, environment: str, model: str, body: PolicyInput, *, actor: str
+) -> dict[str, Any]:
+    """What ``put_policy`` would do, without doing it."""
+    change = put_policy(session, environment, model, body, if_match=None, actor=actor, dry_run=True)
+    session.rollback()
+    before_run = change.before["run_id"] if change.before else None
+    after_run = change.after["run_id"] if change.after else None
+    return {
+        "current": change.before,
+        "proposed": change.after,
+        "changes": before_run != after_run,
+        "eligible_count": change.eligible_count,
+        "would_leave_no_model": before_run is not None and after_run is None,
+    }

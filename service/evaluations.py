@@ -1,0 +1,105 @@
+"""Metric values of runs on dataset revisions. Immutable once written."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from service import champions, datasets
+from service.db.models import Evaluation, Run
+from service.errors import AlreadyExists, NotFound, ValidationFailed
+from service.names import NAME_RE
+from service.registry import lock_model
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    run = session.get(Run, run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found", {"run_id": run_id})
+    return run
+
+
+def add(
+    session: Session,
+    run: Run,
+    dataset: str,
+    metrics: Mapping[str, float],
+    *,
+    source: str = "reported",
+    field: str = "dataset",
+) -> list[Evaluation]:
+    """Add values for one dataset revision; all of them, or none (409 on any clash)."""
+    if not metrics:
+        raise ValidationFailed.field("metrics", "at least one metric is required")
+    bad = {
+        name: ["must be a finite number"]
+        for name, value in metrics.items()
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value)
+    }
+    bad.update({name: ["invalid metric name"] for name in metrics if not NAME_RE.fullmatch(name)})
+    if bad:
+        raise ValidationFailed("invalid metrics", {"metrics": bad})
+    revision = datasets.resolve(session, dataset, field)
+    clash = session.scalars(
+        select(Evaluation.metric).where(
+            Evaluation.run_id == run.id,
+            Evaluation.dataset_revision_id == revision.id,
+            Evaluation.source == source,
+            Evaluation.metric.in_(list(metrics)),
+        )
+    ).all()
+    if clash:
+        raise AlreadyExists(
+            f"run {run.id} already has {source} {', '.join(sorted(clash))} on {revision.label}",
+            {"run_id": run.id, "dataset": revision.label, "metrics": sorted(clash)},
+        )
+    rows = [
+        Evaluation(
+            run_id=run.id,
+            dataset_revision=revision,
+            metric=name,
+            value=float(value),
+            source=source,
+        )
+        for name, value in metrics.items()
+    ]
+    session.add_all(rows)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise AlreadyExists(
+            f"run {run.id} already has one of these metrics on {revision.label}",
+            {"run_id": run.id, "dataset": revision.label},
+        ) from None
+    return rows
+
+
+def record(
+    session: Session, run_id: int, dataset: str, metrics: Mapping[str, float], *, actor: str
+) -> list[Evaluation]:
+    """Record reported metrics of a run and move the champions they can move."""
+    run = get_run(session, run_id)
+    model = run.model_version.model
+    lock_model(session, model)
+    rows = add(session, run, dataset, metrics)
+    champions.recompute(
+        session,
+        model,
+        trigger="evaluation",
+        detail=f"run {run.id} on {rows[0].dataset_revision.label}",
+        actor=actor,
+    )
+    session.commit()
+    return rows
+
+
+def of_run(session: Session, run_id: int) -> list[Evaluation]:
+    return list(
+        session.scalars(
+            select(Evaluation).where(Evaluation.run_id == run_id).order_by(Evaluation.id)
+        )
+    )

@@ -1,0 +1,199 @@
+"""Registered models and their versions: creation, lookup, listing and stage transitions."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from packaging.version import Version
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from policies.stages import STAGES, allowed_targets, can_transition
+from policies.versions import InvalidVersionError, in_tolerance, parse_specifier
+from service import champions
+from service.db.models import ModelVersion, RegisteredModel, utcnow
+from service.errors import AlreadyExists, InvalidTransition, NotFound, ValidationFailed
+from service.names import check_name, name_key, parse_version_field
+from service.pagination import Page, offset_page
+
+
+def lock_model(session: Session, model: RegisteredModel) -> None:
+    """Serialize every change that can move this model's champions.
+
+    On PostgreSQL this is a row lock held to the end of the transaction; on
+    SQLite the write transaction (``BEGIN IMMEDIATE``) already holds the lock.
+    """
+    session.execute(
+        select(RegisteredModel.id).where(RegisteredModel.id == model.id).with_for_update()
+    )
+
+
+def create_model(
+    session: Session, name: str, description: str = "", tags: dict[str, Any] | None = None
+) -> RegisteredModel:
+    check_name("name", name)
+    if session.scalar(select(RegisteredModel.id).where(RegisteredModel.name_key == name_key(name))):
+        raise AlreadyExists(f"model {name!r} already exists", {"name": name})
+    model = RegisteredModel(
+        name=name, name_key=name_key(name), description=description, tags=tags or {}
+    )
+    session.add(model)
+    try:
+        session.flush()
+    except IntegrityError:
+        # A concurrent request registered the same name between our check and insert.
+        raise AlreadyExists(f"model {name!r} already exists", {"name": name}) from None
+    session.commit()
+    return model
+
+
+def get_model(session: Session, name: str, *, lock: bool = False) -> RegisteredModel:
+    model = session.scalar(
+        select(RegisteredModel)
+        .where(RegisteredModel.name_key == name_key(name))
+        .options(selectinload(RegisteredModel.versions))
+    )
+    if model is None:
+        raise NotFound(f"model {name!r} not found", {"model": name})
+    if lock:
+        lock_model(session, model)
+    return model
+
+
+def list_models(session: Session, page_token: str | None, page_size: int) -> Page[RegisteredModel]:
+    models = session.scalars(
+        select(RegisteredModel)
+        .order_by(RegisteredModel.name_key)
+        .options(selectinload(RegisteredModel.versions))
+    ).all()
+    return offset_page(models, page_token, page_size)
+
+
+def sorted_versions(model: RegisteredModel) -> list[ModelVersion]:
+    return sorted(model.versions, key=lambda v: Version(v.version))
+
+
+def create_version(
+    session: Session,
+    model_name: str,
+    version: str,
+    description: str = "",
+    tags: dict[str, Any] | None = None,
+) -> ModelVersion:
+    normalized, canonical = parse_version_field("version", version)
+    model = get_model(session, model_name)
+    clash = session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.model_id == model.id, ModelVersion.canonical_version == canonical
+        )
+    )
+    if clash is not None:
+        raise AlreadyExists(
+            f"{model.name} already has version {clash.version}, equal to {normalized}",
+            {"model": model.name, "version": clash.version},
+        )
+    mv = ModelVersion(
+        model=model,
+        version=normalized,
+        canonical_version=canonical,
+        is_prerelease=Version(normalized).is_prerelease,
+        stage="None",
+        description=description,
+        tags=tags or {},
+    )
+    session.add(mv)
+    try:
+        session.flush()
+    except IntegrityError:
+        raise AlreadyExists(
+            f"{model.name} already has a version equal to {normalized}",
+            {"model": model.name, "version": normalized},
+        ) from None
+    session.commit()
+    return mv
+
+
+def get_version(
+    session: Session, model_name: str, version: str, *, lock_for_champions: bool = False
+) -> ModelVersion:
+    _, canonical = parse_version_field("version", version)
+    model = get_model(session, model_name, lock=lock_for_champions)
+    mv = session.scalar(
+        select(ModelVersion).where(
+            ModelVersion.model_id == model.id, ModelVersion.canonical_version == canonical
+        )
+    )
+    if mv is None:
+        raise NotFound(
+            f"model {model.name} has no version {version}",
+            {"model": model.name, "version": version},
+        )
+    return mv
+
+
+def list_versions(
+    session: Session,
+    model_name: str,
+    *,
+    spec: str | None,
+    stage: str | None,
+    prereleases: bool,
+    page_token: str | None,
+    page_size: int,
+) -> Page[ModelVersion]:
+    """Versions in PEP 440 order, optionally inside a tolerance and in one stage."""
+    model = get_model(session, model_name)
+    if stage is not None and stage not in STAGES:
+        raise ValidationFailed.field("stage", f"unknown stage {stage!r}; known: {list(STAGES)}")
+    versions = sorted_versions(model)
+    if spec:
+        try:
+            specifier = parse_specifier(spec)
+        except InvalidVersionError as exc:
+            raise ValidationFailed.field("spec", str(exc)) from None
+        versions = [
+            v for v in versions if in_tolerance(specifier, v.version, allow_prereleases=prereleases)
+        ]
+    if stage is not None:
+        versions = [v for v in versions if v.stage == stage]
+    return offset_page(versions, page_token, page_size)
+
+
+def transition(
+    session: Session,
+    model_name: str,
+    version: str,
+    *,
+    stage: str,
+    reason: str,
+    force: bool,
+    actor: str,
+) -> tuple[ModelVersion, list[champions.Outcome]]:
+    """Move a version to another stage and recompute the champions it can move.
+
+    Refused with ``would_leave_no_model`` when an environment that has a
+    champion would be left with none, unless ``force``.
+    """
+    if stage not in STAGES:
+        raise ValidationFailed.field("stage", f"unknown stage {stage!r}; known: {list(STAGES)}")
+    mv = get_version(session, model_name, version, lock_for_champions=True)
+    if not can_transition(mv.stage, stage):
+        raise InvalidTransition(
+            f"{mv.model.name} {mv.version} cannot move from {mv.stage} to {stage}",
+            {"from": mv.stage, "to": stage, "allowed": allowed_targets(mv.stage)},
+        )
+    previous = mv.stage
+    mv.stage = stage
+    mv.stage_changed_at = utcnow()
+    session.flush()
+    outcomes = champions.recompute(
+        session,
+        mv.model,
+        trigger="transition",
+        detail=f"{mv.version}: {previous} -> {stage}" + (f" ({reason})" if reason else ""),
+        actor=actor,
+        force=force,
+    )
+    session.commit()
+    return mv, outcomes

@@ -1,0 +1,166 @@
+"""Runs: trained instances of a version, each with a complete artifact.
+
+A run row is written only after its artifact is complete and in place; if the
+row cannot be written, an artifact that this request stored and that no run
+uses is removed again, so a failed upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import PurePath
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from service import champions, datasets, evaluations
+from service.artifacts import SHA256_RE, ArtifactStore, IncomingFile
+from service.db.models import ModelVersion, Run
+from service.db.session import Database
+from service.errors import ValidationFailed
+from service.pagination import Page, offset_page
+from service.registry import get_version
+
+_FORMATS = {
+    ".joblib": "joblib",
+    ".pkl": "pickle",
+    ".pickle": "pickle",
+    ".skops": "skops",
+    ".onnx": "onnx",
+    ".pt": "torch",
+    ".safetensors": "safetensors",
+}
+
+
+@dataclass(frozen=True)
+class RunInput:
+    params: dict[str, Any] = field(default_factory=dict)
+    tags: dict[str, Any] = field(default_factory=dict)
+    source: dict[str, Any] = field(default_factory=dict)
+    expected_sha256: str | None = None
+    format: str | None = None
+    evaluations: Sequence[Mapping[str, Any]] = ()
+
+
+def artifact_format(filename: str, declared: str | None) -> str:
+    """The declared format, else one guessed from the file name's extension.
+
+    >>> artifact_format("model.joblib", None), artifact_format("m.bin", None)
+    ('joblib', 'binary')
+    >>> artifact_format("../../etc/passwd", "onnx")
+    'onnx'
+    """
+    if declared:
+        return declared
+    return _FORMATS.get(PurePath(filename).suffix.lower(), "binary")
+
+
+def safe_filename(filename: str | None) -> str:
+    """The client's file name, kept as metadata only: its last component, printable.
+
+    >>> safe_filename("../../etc/passwd"), safe_filename("C:\\\\x\\\\m.pkl"), safe_filename(None)
+    ('passwd', 'm.pkl', '')
+    """
+    if not filename:
+        return ""
+    last = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    return "".join(ch for ch in last if ch.isprintable())[:255]
+
+
+def create_run(
+    db: Database,
+    store: ArtifactStore,
+    model: str,
+    version: str,
+    upload: IncomingFile,
+    filename: str | None,
+    meta: RunInput,
+    *,
+    actor: str,
+) -> Run:
+    # Fail fast on a wrong path or dataset before the artifact is moved into place.
+    with db.unit_of_work(write=False) as session:
+        get_version(session, model, version)
+        for i, ev in enumerate(meta.evaluations):
+            datasets.resolve(session, ev["dataset"], f"evaluations.{i}.dataset")
+
+    blob = store.commit(upload, meta.expected_sha256)
+    try:
+        with db.unit_of_work() as session:
+            mv = get_version(session, model, version, lock_for_champions=True)
+            run = _insert(session, mv, blob.sha256, blob.size, filename, meta)
+            for i, ev in enumerate(meta.evaluations):
+                evaluations.add(
+                    session, run, ev["dataset"], ev["metrics"], field=f"evaluations.{i}.dataset"
+                )
+            if meta.evaluations:
+                champions.recompute(
+                    session,
+                    mv.model,
+                    trigger="evaluation",
+                    detail=f"run {run.id} registered",
+                    actor=actor,
+                )
+            session.commit()
+            return run
+    except BaseException:
+        if blob.created:
+            _forget_unused_artifact(db, store, blob.sha256)
+        raise
+
+
+def _insert(
+    session: Session,
+    mv: ModelVersion,
+    sha256: str,
+    size: int,
+    filename: str | None,
+    meta: RunInput,
+) -> Run:
+    number = mv.next_run_number
+    mv.next_run_number = number + 1
+    name = safe_filename(filename)
+    run = Run(
+        model_version=mv,
+        number=number,
+        artifact_sha256=sha256,
+        artifact_size=size,
+        artifact_format=artifact_format(name, meta.format),
+        artifact_filename=name,
+        params=meta.params,
+        tags=meta.tags,
+        source=meta.source,
+    )
+    session.add(run)
+    session.flush()
+    return run
+
+
+def _forget_unused_artifact(db: Database, store: ArtifactStore, sha256: str) -> None:
+    with contextlib.suppress(Exception), db.unit_of_work(write=False) as session:
+        if session.scalar(select(Run.id).where(Run.artifact_sha256 == sha256).limit(1)) is None:
+            store.delete(sha256)
+
+
+def get_run(session: Session, run_id: int) -> Run:
+    return evaluations.get_run(session, run_id)
+
+
+def list_runs(
+    session: Session, model: str, version: str, page_token: str | None, page_size: int
+) -> Page[Run]:
+    mv = get_version(session, model, version)
+    rows = session.scalars(select(Run).where(Run.version_id == mv.id).order_by(Run.number)).all()
+    return offset_page(rows, page_token, page_size)
+
+
+def check_expected_sha(value: str | None) -> str | None:
+    if value is None:
+        return None
+    digest = value.strip().lower()
+    if not SHA256_RE.match(digest):
+        raise ValidationFailed.field("expected_sha256", "must be 64 hexadecimal characters")
+    return digest
