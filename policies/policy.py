@@ -69,7 +69,7 @@ class Policy:
     ...        dataset="d@1")
     Traceback (most recent call last):
     ...
-    policies.policy.PolicyError: direction: metric 'latency' has no default direction; give "max" or "min"
+    policies.policy.PolicyError: direction: no default for metric 'latency'; give "max" or "min"
     >>> Policy(versions="<=x", stages=("Production",), metric="f1", dataset="d@1")
     Traceback (most recent call last):
     ...
@@ -113,7 +113,7 @@ class Policy:
         if direction is None:
             raise PolicyError(
                 "direction",
-                f'metric {self.metric!r} has no default direction; give "max" or "min"',
+                f'no default for metric {self.metric!r}; give "max" or "min"',
             )
         if direction not in ("max", "min"):
             raise PolicyError("direction", f'must be "max" or "min", not {direction!r}')

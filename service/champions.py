@@ -13,7 +13,7 @@ import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Connection, and_, or_, select
 from sqlalchemy.orm import Session, aliased
@@ -313,7 +313,7 @@ def read_champion(conn: Connection, environment: str, model: str) -> dict[str, A
     return champion_document(row)
 
 
-def _raise_missing(conn: Connection, environment: str, model: str) -> None:
+def _raise_missing(conn: Connection, environment: str, model: str) -> NoReturn:
     if (
         conn.scalar(select(Environment.id).where(Environment.name_key == name_key(environment)))
         is None

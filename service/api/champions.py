@@ -301,7 +301,7 @@ class ChampionView(MethodView):
             doc = champions.read_champion(conn, env, model)
         response = jsonify(doc)
         response.set_etag(champions.etag_of(doc))
-        return response.make_conditional(request)
+        return response.make_conditional(request)  # type: ignore[return-value]
 
 
 @blp.route("/environments/<env>/models/<model>/explain")

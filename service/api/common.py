@@ -50,7 +50,7 @@ def close_sessions(_exc: BaseException | None) -> None:
             session.close()
 
 
-class UtcDateTime(ma.fields.Field):
+class UtcDateTime(ma.fields.Field):  # type: ignore[type-arg]
     """An aware-UTC ISO 8601 timestamp, also from SQLite's naive datetimes."""
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:

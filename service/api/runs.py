@@ -145,9 +145,9 @@ def _metadata() -> runs.RunInput:
     try:
         loaded = RunMetadataSchema().load(data)
     except ma.ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"metadata": exc.messages}
         raise ValidationFailed(
-            "invalid run metadata: " + ", ".join(sorted(map(str, exc.normalized_messages()))),
-            exc.normalized_messages(),  # type: ignore[arg-type]
+            "invalid run metadata: " + ", ".join(sorted(map(str, messages))), messages
         ) from None
     return runs.RunInput(**loaded)
 

@@ -1,8 +1,8 @@
-"""Initial schema: models, versions, runs, datasets, evaluations, environments, policies, pins, champions, history
+"""initial schema
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 19:11:15.720498
+Create Date: 2026-11-26 19:16:26.339698
 """
 
 from __future__ import annotations
@@ -76,8 +76,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['dataset_id'], ['datasets.id'], name=op.f('fk_dataset_revisions_dataset_id_datasets')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_dataset_revisions')),
-    sa.UniqueConstraint('dataset_id', 'revision', name=op.f('uq_dataset_revisions_dataset_id')),
-    sa.UniqueConstraint('dataset_id', 'sha256', name=op.f('uq_dataset_revisions_dataset_id'))
+    sa.UniqueConstraint('dataset_id', 'revision', name=op.f('uq_dataset_revisions_dataset_id_revision')),
+    sa.UniqueConstraint('dataset_id', 'sha256', name=op.f('uq_dataset_revisions_dataset_id_sha256'))
     )
     op.create_table('model_versions',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -93,7 +93,7 @@ def upgrade() -> None:
     sa.Column('stage_changed_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['model_id'], ['registered_models.id'], name=op.f('fk_model_versions_model_id_registered_models')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_model_versions')),
-    sa.UniqueConstraint('model_id', 'canonical_version', name=op.f('uq_model_versions_model_id'))
+    sa.UniqueConstraint('model_id', 'canonical_version', name=op.f('uq_model_versions_model_id_canonical_version'))
     )
     with op.batch_alter_table('model_versions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_model_versions_model_id'), ['model_id'], unique=False)
@@ -120,7 +120,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['environment_id'], ['environments.id'], name=op.f('fk_policies_environment_id_environments')),
     sa.ForeignKeyConstraint(['model_id'], ['registered_models.id'], name=op.f('fk_policies_model_id_registered_models')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_policies')),
-    sa.UniqueConstraint('environment_id', 'model_id', name=op.f('uq_policies_environment_id'))
+    sa.UniqueConstraint('environment_id', 'model_id', name=op.f('uq_policies_environment_id_model_id'))
     )
     with op.batch_alter_table('policies', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_policies_model_id'), ['model_id'], unique=False)
@@ -139,7 +139,7 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['version_id'], ['model_versions.id'], name=op.f('fk_runs_version_id_model_versions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_runs')),
-    sa.UniqueConstraint('version_id', 'number', name=op.f('uq_runs_version_id'))
+    sa.UniqueConstraint('version_id', 'number', name=op.f('uq_runs_version_id_number'))
     )
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_runs_artifact_sha256'), ['artifact_sha256'], unique=False)
@@ -170,7 +170,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['model_id'], ['registered_models.id'], name=op.f('fk_champions_model_id_registered_models')),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], name=op.f('fk_champions_run_id_runs'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_champions')),
-    sa.UniqueConstraint('environment_id', 'model_id', name=op.f('uq_champions_environment_id')),
+    sa.UniqueConstraint('environment_id', 'model_id', name=op.f('uq_champions_environment_id_model_id')),
     sa.UniqueConstraint('environment_key', 'model_key', name='uq_champions_lookup')
     )
     with op.batch_alter_table('champions', schema=None) as batch_op:
@@ -187,7 +187,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['dataset_revision_id'], ['dataset_revisions.id'], name=op.f('fk_evaluations_dataset_revision_id_dataset_revisions')),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], name=op.f('fk_evaluations_run_id_runs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_evaluations')),
-    sa.UniqueConstraint('run_id', 'dataset_revision_id', 'metric', 'source', name=op.f('uq_evaluations_run_id'))
+    sa.UniqueConstraint('run_id', 'dataset_revision_id', 'metric', 'source', name=op.f('uq_evaluations_run_id_dataset_revision_id_metric_source'))
     )
     with op.batch_alter_table('evaluations', schema=None) as batch_op:
         batch_op.create_index('ix_evaluations_revision_metric', ['dataset_revision_id', 'metric'], unique=False)
@@ -204,7 +204,7 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['model_id'], ['registered_models.id'], name=op.f('fk_pins_model_id_registered_models')),
     sa.ForeignKeyConstraint(['run_id'], ['runs.id'], name=op.f('fk_pins_run_id_runs'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_pins')),
-    sa.UniqueConstraint('environment_id', 'model_id', name=op.f('uq_pins_environment_id'))
+    sa.UniqueConstraint('environment_id', 'model_id', name=op.f('uq_pins_environment_id_model_id'))
     )
     # ### end Alembic commands ###
 
