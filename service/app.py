@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     api = Api(app, spec_kwargs={"info": {"description": "Model registry and promotion service"}})
-    api.ERROR_SCHEMA = errors.ErrorSchema
+    api.ERROR_SCHEMA = errors.ApiErrorSchema
     for blueprint in (models.blp, runs.blp, datasets.blp, champions.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)

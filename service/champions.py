@@ -126,9 +126,18 @@ def _champion_row(session: Session, env_id: int, model_id: int) -> Champion | No
 
 
 def decide(
-    session: Session, row: PolicyRow, policy: Policy, *, contenders_only: bool = True
+    session: Session,
+    row: PolicyRow,
+    policy: Policy,
+    *,
+    contenders_only: bool = True,
+    removing: int | None = None,
 ) -> Decision:
-    """The decision for one policy row, against the stored incumbent and pin."""
+    """The decision for one policy row, against the stored incumbent and pin.
+
+    ``removing`` names a run that is about to be deleted: it no longer exists
+    for the decision, so neither ranking nor a pin can keep it.
+    """
     current = _champion_row(session, row.environment_id, row.model_id)
     incumbent = current.run_id if current else None
     pin = _pin_of(session, row.environment_id, row.model_id)
@@ -141,6 +150,8 @@ def decide(
         contenders_only=contenders_only,
         always=[i for i in (incumbent, pinned) if i is not None],
     )
+    if removing is not None:
+        candidates = [c for c in candidates if c.run_id != removing]
     return select_champion(policy, candidates, incumbent=incumbent, pin=pinned)
 
 
@@ -216,6 +227,7 @@ def recompute(
     actor: str,
     force: bool = True,
     environment_id: int | None = None,
+    removing: int | None = None,
 ) -> list[Outcome]:
     """Recompute and store the champions of ``model`` (one environment, or all).
 
@@ -230,7 +242,7 @@ def recompute(
     planned = []
     for row in rows:
         policy = domain_policy(row)
-        planned.append((row, policy, decide(session, row, policy)))
+        planned.append((row, policy, decide(session, row, policy, removing=removing)))
     if not force:
         stranded = []
         for row, _, decision in planned:

@@ -27,6 +27,11 @@ def lock_model(session: Session, model: RegisteredModel) -> None:
     session.execute(
         select(RegisteredModel.id).where(RegisteredModel.id == model.id).with_for_update()
     )
+    # Rows loaded before the lock may have changed while we waited for it; the
+    # identity map would keep serving the old values (a stale run counter would
+    # hand out a number twice). Callers lock before they modify anything, so
+    # expiring loses no pending change.
+    session.expire_all()
 
 
 def create_model(

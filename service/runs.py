@@ -22,7 +22,7 @@ from service.db.models import ModelVersion, Run
 from service.db.session import Database
 from service.errors import ValidationFailed
 from service.pagination import Page, offset_page
-from service.registry import get_version
+from service.registry import get_version, lock_model
 
 _FORMATS = {
     ".joblib": "joblib",
@@ -143,6 +143,42 @@ def _forget_unused_artifact(db: Database, store: ArtifactStore, sha256: str) -> 
     with contextlib.suppress(Exception), db.unit_of_work(write=False) as session:
         if session.scalar(select(Run.id).where(Run.artifact_sha256 == sha256).limit(1)) is None:
             store.delete(sha256)
+
+
+def delete_run(
+    db: Database,
+    store: ArtifactStore,
+    run_id: int,
+    *,
+    reason: str,
+    force: bool,
+    actor: str,
+) -> list[champions.Outcome]:
+    """Remove a run, its evaluations and any pin on it; move the champions it held.
+
+    Refused with ``would_leave_no_model`` when an environment would be left
+    without a champion, unless ``force``. The artifact is deleted when no other
+    run shares its content.
+    """
+    with db.unit_of_work() as session:
+        run = get_run(session, run_id)
+        model = run.model_version.model
+        lock_model(session, model)
+        run = get_run(session, run_id)
+        sha256 = run.artifact_sha256
+        outcomes = champions.recompute(
+            session,
+            model,
+            trigger="run_removed",
+            detail=f"run {run_id} removed" + (f" ({reason})" if reason else ""),
+            actor=actor,
+            force=force,
+            removing=run_id,
+        )
+        session.delete(run)
+        session.commit()
+    _forget_unused_artifact(db, store, sha256)
+    return outcomes
 
 
 def get_run(session: Session, run_id: int) -> Run:

@@ -21,7 +21,7 @@ from service.api.common import (
     page_size,
     uow,
 )
-from service.api.errors import ErrorSchema
+from service.api.errors import ApiErrorSchema
 from service.clock import iso
 from service.errors import BadRequest
 
@@ -251,7 +251,7 @@ class EnvironmentView(MethodView):
         return _environment_doc(row, environments.champions_in(s, row)), 201 if created else 200
 
     @blp.response(200, EnvironmentSchema)
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
     def get(self, env: str) -> Any:
         """One environment, with the champion of every model"""
         s = uow(write=False)
@@ -264,8 +264,8 @@ class PolicyView(MethodView):
     @blp.arguments(PolicyBodySchema)
     @blp.response(200, PolicyResultSchema)
     @blp.alt_response(201, schema=PolicyResultSchema)
-    @blp.alt_response(409, schema=ErrorSchema)
-    @blp.alt_response(412, schema=ErrorSchema)
+    @blp.alt_response(409, schema=ApiErrorSchema)
+    @blp.alt_response(412, schema=ApiErrorSchema)
     def put(self, body: dict[str, Any], env: str, model: str) -> Any:
         """Create or replace a policy (If-Match: <revision> when replacing)"""
         change = environments.put_policy(
@@ -274,7 +274,7 @@ class PolicyView(MethodView):
         return change, 201 if change.created else 200, {"ETag": f'"{change.policy.revision}"'}
 
     @blp.response(200, PolicySchema)
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
     def get(self, env: str, model: str) -> Any:
         """The policy, with its revision (also the ETag)"""
         row = environments.get_policy(uow(write=False), env, model)
@@ -294,7 +294,7 @@ class PlanView(MethodView):
 class ChampionView(MethodView):
     @blp.response(200, ChampionSchema)
     @blp.alt_response(304, description="Not modified (If-None-Match matched)")
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
     def get(self, env: str, model: str) -> Response:
         """The champion: which run this environment serves"""
         with ctx().db.read_engine.connect() as conn:

@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 
 from service import datasets
 from service.api.common import Name, PageArgs, UtcDateTime, list_schema, page_size, uow
-from service.api.errors import ErrorSchema
+from service.api.errors import ApiErrorSchema
 from service.artifacts import SHA256_RE
 
 blp = Blueprint("datasets", __name__, url_prefix="/api/v1", description="External test sets")
@@ -69,7 +69,7 @@ class Datasets(MethodView):
 @blp.route("/datasets/<name>")
 class DatasetView(MethodView):
     @blp.response(200, DatasetSchema)
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
     def get(self, name: str) -> Any:
         """A dataset with its revisions"""
         return datasets.get_dataset(uow(write=False), name)

@@ -12,7 +12,7 @@ from typing import Any
 
 import marshmallow as ma
 from flask import Flask, Response, jsonify
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from service import errors
@@ -49,16 +49,16 @@ HTTP_CODES = {
 }
 
 
-class ErrorBodySchema(ma.Schema):
+class ApiErrorBodySchema(ma.Schema):
     code = ma.fields.String(required=True, metadata={"description": "machine-readable code"})
     message = ma.fields.String(required=True)
     details = ma.fields.Dict(metadata={"description": "per-field messages or context"})
 
 
-class ErrorSchema(ma.Schema):
+class ApiErrorSchema(ma.Schema):
     """The error shape of every failure."""
 
-    error = ma.fields.Nested(ErrorBodySchema, required=True)
+    error = ma.fields.Nested(ApiErrorBodySchema, required=True)
 
 
 def error_response(
@@ -104,6 +104,12 @@ def handle_http_exception(exc: HTTPException) -> Response:
 
 
 def handle_database_error(exc: DBAPIError) -> Response:
+    if isinstance(exc, IntegrityError):
+        # The service turns the conflicts it expects into AlreadyExists; one that
+        # still reaches here lost a race with a concurrent request.
+        return error_response(
+            409, "already_exists", "a concurrent request changed the same data; retry"
+        )
     if isinstance(exc, OperationalError) or exc.connection_invalidated:
         log.warning("database unavailable: %s", exc.orig)
         return error_response(503, "unavailable", "the database is unavailable; retry later")

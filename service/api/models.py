@@ -22,7 +22,7 @@ from service.api.common import (
     page_size,
     uow,
 )
-from service.api.errors import ErrorSchema
+from service.api.errors import ApiErrorSchema
 from service.db.models import ModelVersion
 
 blp = Blueprint("models", __name__, url_prefix="/api/v1", description="Models and versions")
@@ -105,7 +105,7 @@ class TransitionResult:
 class Models(MethodView):
     @blp.arguments(ModelCreateSchema)
     @blp.response(201, ModelSchema)
-    @blp.alt_response(409, schema=ErrorSchema)
+    @blp.alt_response(409, schema=ApiErrorSchema)
     def post(self, body: dict[str, Any]) -> Any:
         """Register a model"""
         return registry.create_model(
@@ -122,7 +122,7 @@ class Models(MethodView):
 @blp.route("/models/<model>")
 class Model(MethodView):
     @blp.response(200, ModelSchema)
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
     def get(self, model: str) -> Any:
         """One model, with its versions"""
         return registry.get_model(uow(write=False), model)
@@ -132,7 +132,7 @@ class Model(MethodView):
 class Versions(MethodView):
     @blp.arguments(VersionCreateSchema)
     @blp.response(201, VersionSchema)
-    @blp.alt_response(409, schema=ErrorSchema)
+    @blp.alt_response(409, schema=ApiErrorSchema)
     def post(self, body: dict[str, Any], model: str) -> Any:
         """Register a version (stage None)"""
         return registry.create_version(
@@ -157,7 +157,7 @@ class Versions(MethodView):
 @blp.route("/models/<model>/versions/<version>")
 class Version(MethodView):
     @blp.response(200, VersionSchema)
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
     def get(self, model: str, version: str) -> Any:
         """One version"""
         return registry.get_version(uow(write=False), model, version)
@@ -167,7 +167,7 @@ class Version(MethodView):
 class Transitions(MethodView):
     @blp.arguments(TransitionSchema)
     @blp.response(200, TransitionResultSchema)
-    @blp.alt_response(409, schema=ErrorSchema)
+    @blp.alt_response(409, schema=ApiErrorSchema)
     def post(self, body: dict[str, Any], model: str, version: str) -> Any:
         """Move a version to another stage"""
         mv, outcomes = registry.transition(

@@ -23,7 +23,8 @@ from service.api.common import (
     page_size,
     uow,
 )
-from service.api.errors import ErrorSchema, error_response
+from service.api.errors import ApiErrorSchema, error_response
+from service.api.models import OutcomeSchema
 from service.artifacts import SHA256_RE, IncomingFile
 from service.db.models import Evaluation, Run
 from service.errors import BadRequest, ValidationFailed
@@ -156,9 +157,9 @@ def _metadata() -> runs.RunInput:
 class Runs(MethodView):
     @blp.doc(**_MULTIPART_DOC)
     @blp.response(201, RunSchema)
-    @blp.alt_response(404, schema=ErrorSchema)
-    @blp.alt_response(413, schema=ErrorSchema)
-    @blp.alt_response(422, schema=ErrorSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    @blp.alt_response(413, schema=ApiErrorSchema)
+    @blp.alt_response(422, schema=ApiErrorSchema)
     def post(self, model: str, version: str) -> Any:
         """Register a run: multipart `artifact` file + `metadata` JSON"""
         if request.mimetype != "multipart/form-data":
@@ -188,10 +189,33 @@ def _unsupported() -> Response:
     )
 
 
+class RunDeleteSchema(ma.Schema):
+    reason = ma.fields.String(load_default="")
+    force = ma.fields.Boolean(load_default=False)
+
+
+class RunDeletedSchema(ma.Schema):
+    id = ma.fields.Integer()
+    deleted = ma.fields.Boolean()
+    champions = ma.fields.List(ma.fields.Nested(OutcomeSchema))
+
+
 @blp.route("/runs/<int:run_id>")
 class RunView(MethodView):
+    @blp.arguments(RunDeleteSchema)
+    @blp.response(200, RunDeletedSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    @blp.alt_response(409, schema=ApiErrorSchema)
+    def delete(self, body: dict[str, Any], run_id: int) -> Any:
+        """Remove a run (with its evaluations and pins); champions it held move"""
+        c = ctx()
+        outcomes = runs.delete_run(
+            c.db, c.store, run_id, reason=body["reason"], force=body["force"], actor=actor()
+        )
+        return {"id": run_id, "deleted": True, "champions": outcomes}
+
     @blp.response(200, RunDetailSchema)
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
     def get(self, run_id: int) -> Any:
         """A run, with its evaluations"""
         s = uow(write=False)
@@ -202,7 +226,7 @@ class RunView(MethodView):
 class ArtifactView(MethodView):
     @blp.response(200, description="The artifact bytes (ETag = sha256)")
     @blp.alt_response(304, description="Not modified")
-    @blp.alt_response(404, schema=ErrorSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
     def get(self, run_id: int) -> Response:
         """Download a run's artifact"""
         c = ctx()
@@ -228,7 +252,7 @@ class ArtifactView(MethodView):
 class Evaluations(MethodView):
     @blp.arguments(EvaluationInputSchema)
     @blp.response(201, EvaluationListSchema)
-    @blp.alt_response(409, schema=ErrorSchema)
+    @blp.alt_response(409, schema=ApiErrorSchema)
     def post(self, body: dict[str, Any], run_id: int) -> Any:
         """Record reported metrics of a run on a dataset revision"""
         rows = evaluations.record(
