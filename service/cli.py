@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import click
 from gunicorn.app.base import BaseApplication
+from sqlalchemy import create_engine
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from service.config import Settings, load_settings
 from service.db import migrate
@@ -38,6 +43,20 @@ def _settings(**overrides: Any) -> Settings:
         raise click.ClickException(str(exc)) from None
 
 
+def _safe_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@contextmanager
+def _database_errors(url: str) -> Iterator[None]:
+    """A database that cannot be reached is a one-line error, not a traceback."""
+    try:
+        yield
+    except SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise click.ClickException(f"database {_safe_url(url)}: {reason}") from None
+
+
 @click.group()
 @click.version_option(package_name="modelreg")
 def main() -> None:
@@ -53,12 +72,13 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
     """Serve the API with gunicorn. Upgrades the embedded SQLite database first."""
     settings = _settings(host=host, port=port, workers=workers, threads=threads)
     url = settings.resolved_database_url
-    if settings.is_embedded:
-        migrate.upgrade(url)
-    elif not migrate.is_up_to_date(url):
-        raise click.ClickException(
-            "the database schema is not current; run `modelreg db upgrade` first"
-        )
+    with _database_errors(url):
+        if settings.is_embedded:
+            migrate.upgrade(url)
+        elif not migrate.is_up_to_date(url):
+            raise click.ClickException(
+                "the database schema is not current; run `modelreg db upgrade` first"
+            )
     options = {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
@@ -69,7 +89,7 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
         "timeout": 120,
         "graceful_timeout": 30,
     }
-    click.echo(f"modelreg serving on http://{options['bind']} ({url.split('@')[-1]})", err=True)
+    click.echo(f"modelreg serving on http://{options['bind']} ({_safe_url(url)})", err=True)
     _Gunicorn(settings, options).run()
 
 
@@ -83,7 +103,8 @@ def db() -> None:
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION."""
     settings = _settings()
-    migrate.upgrade(settings.resolved_database_url, revision)
+    with _database_errors(settings.resolved_database_url):
+        migrate.upgrade(settings.resolved_database_url, revision)
     click.echo(f"database at {migrate.head_revision() if revision == 'head' else revision}")
 
 
@@ -91,17 +112,20 @@ def db_upgrade(revision: str) -> None:
 @click.argument("revision")
 def db_downgrade(revision: str) -> None:
     """Revert migrations down to REVISION (e.g. base)."""
-    migrate.downgrade(_settings().resolved_database_url, revision)
+    url = _settings().resolved_database_url
+    with _database_errors(url):
+        migrate.downgrade(url, revision)
 
 
 @db.command("current")
 def db_current() -> None:
     """Print the schema revision of the database and the newest one known."""
-    from sqlalchemy import create_engine
-
-    engine = create_engine(_settings().resolved_database_url)
+    url = _settings().resolved_database_url
+    engine = create_engine(url)
     try:
-        click.echo(f"current: {migrate.current_revision(engine)}  head: {migrate.head_revision()}")
+        with _database_errors(url):
+            current = migrate.current_revision(engine)
+        click.echo(f"current: {current}  head: {migrate.head_revision()}")
     finally:
         engine.dispose()
 

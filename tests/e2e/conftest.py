@@ -1,0 +1,279 @@
+"""A real ``modelreg serve`` (gunicorn) in a subprocess, talked to over HTTP.
+
+``start_server(workers=..., threads=...)`` starts one on a free port on
+127.0.0.1, in a temporary working directory, against the test's database (the
+``database_url`` fixture: a migrated SQLite file or PostgreSQL database). It
+waits, bounded, until ``/readyz`` answers 200 and fails with the server's log
+otherwise. ``server`` is the common case: one server with the default workers.
+Every server is stopped at teardown: SIGTERM, then SIGKILL of its process group.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+REQUEST_TIMEOUT_S = 60.0
+ENV_PREFIX = "MODELREG_"
+
+
+class TimeoutSession(requests.Session):
+    """A ``requests.Session`` whose requests never wait forever."""
+
+    def __init__(self, timeout: float = REQUEST_TIMEOUT_S) -> None:
+        super().__init__()
+        self.default_timeout = timeout
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("timeout", self.default_timeout)
+        return super().request(method, url, *args, **kwargs)
+
+
+def free_port() -> int:
+    """A port nobody listens on right now (the server binds it a moment later)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_environ(**extra: str) -> dict[str, str]:
+    """This process's environment without any ``MODELREG_*`` variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ServerProcess:
+    """A started server process and where its output goes."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    def log(self, tail: int = 200) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError as exc:
+            return f"<cannot read server log {self.log_path}: {exc}>"
+        return "\n".join(lines[-tail:])
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
+        """Poll ``/readyz`` until 200; fail with the log on exit or timeout."""
+        deadline = time.monotonic() + timeout
+        last = "no answer yet"
+        with TimeoutSession(timeout=2.0) as probe:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    pytest.fail(
+                        f"modelreg serve exited with {self.process.returncode} before it was "
+                        f"ready\n--- server log ---\n{self.log()}"
+                    )
+                try:
+                    response = probe.get(f"{self.url}/readyz")
+                    if response.status_code == 200:
+                        return
+                    last = f"{response.status_code} {response.text[:300]}"
+                except requests.RequestException as exc:
+                    last = repr(exc)
+                time.sleep(0.1)
+        pytest.fail(
+            f"modelreg serve at {self.url} not ready within {timeout:.0f}s (last: {last})"
+            f"\n--- server log ---\n{self.log()}"
+        )
+
+    def stop(self) -> None:
+        """SIGTERM (gunicorn's graceful stop), then SIGKILL of the whole process group."""
+        proc = self.process
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=STOP_TIMEOUT_S)
+        # The workers are in the master's own process group (start_new_session).
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+def launch(
+    command: list[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str],
+    port: int,
+    log_path: Path,
+    ready_timeout: float = READY_TIMEOUT_S,
+) -> ServerProcess:
+    """Start ``command`` (a ``modelreg serve``) and wait until it is ready.
+
+    The caller owns the returned process and must ``stop()`` it; if readiness
+    fails, the process is stopped here before the failure propagates.
+    """
+    cwd.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = ServerProcess(process, f"http://127.0.0.1:{port}", log_path)
+    try:
+        server.wait_ready(ready_timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+@dataclass
+class Server:
+    """A running ``modelreg serve``: its base URL, a session, and helpers."""
+
+    url: str
+    session: TimeoutSession
+    proc: ServerProcess
+    database_url: str
+    artifact_root: Path
+    workdir: Path
+    workers: int
+    sessions: list[TimeoutSession] = field(default_factory=list)
+
+    def api(self, path: str) -> str:
+        """The absolute URL of an API path: ``/models`` → ``http://…/api/v1/models``."""
+        return f"{self.url}/api/v1{path}"
+
+    def absolute(self, path: str) -> str:
+        """The absolute URL of a server-relative path such as a champion's artifact url."""
+        return f"{self.url}{path}"
+
+    def new_session(self) -> TimeoutSession:
+        """A session of its own (one per client thread); closed at teardown."""
+        s = TimeoutSession()
+        self.sessions.append(s)
+        return s
+
+    def log(self, tail: int = 200) -> str:
+        return self.proc.log(tail)
+
+    def expect(self, response: requests.Response, status: int) -> Any:
+        """The response's JSON, after failing loudly (body and server log) on another status."""
+        if response.status_code != status:
+            pytest.fail(
+                f"{response.request.method} {response.url} answered {response.status_code}, "
+                f"expected {status}: {response.text[:2000]}\n--- server log ---\n{self.log(80)}"
+            )
+        if not response.content or "json" not in response.headers.get("Content-Type", ""):
+            return None
+        return response.json()
+
+    def register_run(
+        self,
+        model: str,
+        version: str,
+        artifact: bytes,
+        metadata: Mapping[str, Any],
+        *,
+        filename: str = "model.joblib",
+        session: requests.Session | None = None,
+    ) -> requests.Response:
+        """POST a run the way CI does: multipart ``artifact`` file + ``metadata`` JSON."""
+        return (session or self.session).post(
+            self.api(f"/models/{model}/versions/{version}/runs"),
+            files={
+                "artifact": (filename, artifact, "application/octet-stream"),
+                "metadata": (None, json.dumps(metadata), "application/json"),
+            },
+        )
+
+    def close(self) -> None:
+        for s in [self.session, *self.sessions]:
+            s.close()
+        self.proc.stop()
+
+
+StartServer = Callable[..., Server]
+
+
+@pytest.fixture
+def start_server(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StartServer]:
+    """A factory: ``start_server(workers=4, threads=4)`` → a ready :class:`Server`.
+
+    All servers it started are stopped when the test ends, whatever happened.
+    """
+    started: list[Server] = []
+    command = Path(sys.executable).with_name("modelreg")
+    assert command.is_file(), f"the modelreg console script is missing: {command}"
+
+    def start(workers: int = 2, threads: int | None = None) -> Server:
+        base = tmp_path_factory.mktemp("server")
+        workdir, artifacts = base / "data", base / "artifacts"
+        env = clean_environ(
+            MODELREG_DATABASE_URL=database_url,
+            MODELREG_ARTIFACT_ROOT=str(artifacts),
+        )
+        argv = [str(command), "serve", "--host", "127.0.0.1", "--workers", str(workers)]
+        if threads is not None:
+            argv += ["--threads", str(threads)]
+        proc: ServerProcess | None = None
+        for attempt in range(3):  # another process may take the free port before we bind it
+            port = free_port()
+            try:
+                proc = launch(
+                    [*argv, "--port", str(port)],
+                    cwd=workdir,
+                    env=env,
+                    port=port,
+                    log_path=base / f"server-{attempt}.log",
+                )
+                break
+            except pytest.fail.Exception:
+                log = (base / f"server-{attempt}.log").read_text(errors="replace")
+                if "Address already in use" not in log or attempt == 2:
+                    raise
+        assert proc is not None
+        server = Server(
+            url=proc.url,
+            session=TimeoutSession(),
+            proc=proc,
+            database_url=database_url,
+            artifact_root=artifacts,
+            workdir=workdir,
+            workers=workers,
+        )
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.close()
+
+
+@pytest.fixture
+def server(start_server: StartServer) -> Server:
+    """One running server (default workers) on the test's database."""
+    return start_server()
