@@ -8,6 +8,7 @@ names the field, so the service can answer 422 with that field.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,6 +22,14 @@ Direction = Literal["max", "min"]
 _MAX_EXACT = frozenset({"accuracy", "roc_auc", "r2"})
 _MAX_PREFIXES = ("f1", "precision", "recall")
 _MIN_EXACT = frozenset({"rmse", "mae", "mse", "log_loss"})
+
+
+_PINNED_DATASET = re.compile(r"[^@\s]+@[1-9][0-9]*")
+
+
+def _is_finite_number(value: object) -> bool:
+    # bool is an int subclass, but True is no threshold.
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class PolicyError(ValueError):
@@ -95,6 +104,8 @@ class Policy:
         object.__setattr__(self, "versions", str(spec))
         object.__setattr__(self, "specifier", spec)
 
+        if isinstance(self.stages, str):
+            raise PolicyError("stages", f"must be a list of stages, not the string {self.stages!r}")
         stages = tuple(self.stages)
         if not stages:
             raise PolicyError("stages", "at least one stage is required")
@@ -104,12 +115,15 @@ class Policy:
         # Keep stage order canonical so two equal policies compare equal.
         object.__setattr__(self, "stages", tuple(s for s in STAGES if s in stages))
 
-        if not self.metric:
+        if not isinstance(self.metric, str) or not self.metric.strip():
             raise PolicyError("metric", "a metric name is required")
-        if not self.dataset:
-            raise PolicyError("dataset", "a dataset revision is required")
+        object.__setattr__(self, "metric", self.metric.strip())
+        if not isinstance(self.dataset, str) or not _PINNED_DATASET.fullmatch(self.dataset):
+            raise PolicyError(
+                "dataset", f"must be a pinned revision such as 'holdout@3', not {self.dataset!r}"
+            )
 
-        direction = self.direction or default_direction(self.metric)
+        direction = default_direction(self.metric) if self.direction is None else self.direction
         if direction is None:
             raise PolicyError(
                 "direction",
@@ -119,9 +133,9 @@ class Policy:
             raise PolicyError("direction", f'must be "max" or "min", not {direction!r}')
         object.__setattr__(self, "direction", direction)
 
-        if self.min_value is not None and not math.isfinite(self.min_value):
+        if self.min_value is not None and not _is_finite_number(self.min_value):
             raise PolicyError("min_value", "must be a finite number")
-        if not math.isfinite(self.min_improvement) or self.min_improvement < 0:
+        if not _is_finite_number(self.min_improvement) or self.min_improvement < 0:
             raise PolicyError("min_improvement", "must be a finite number >= 0")
 
     @property

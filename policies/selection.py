@@ -9,6 +9,7 @@ is in or out. The stored champion, ``explain`` and ``plan`` all come from here.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,10 +19,10 @@ from packaging.version import Version
 from policies.policy import Policy
 from policies.versions import in_tolerance, parse_version
 
-# Two floats that differ by rounding only (0.9 - 0.8 vs 0.1) must not decide a
-# promotion, so improvements are compared with this tolerance.
-_REL_TOL = 1e-9
-_ABS_TOL = 1e-12
+# A subtraction of two floats is off by a few units in the last place of the
+# larger operand (0.9 - 0.8 == 0.09999999999999998). An improvement short of
+# min_improvement by less than that is rounding, not a shortfall.
+_ROUNDING_ULPS = 4 * sys.float_info.epsilon
 
 
 class Reason(StrEnum):
@@ -140,10 +141,17 @@ def _rank_key(policy: Policy, a: Assessment) -> tuple[float, Version, int, int]:
 
 
 def _beats(policy: Policy, challenger: float, incumbent: float) -> bool:
+    """Whether ``challenger`` is better by at least ``min_improvement``, up to rounding.
+
+    >>> p = Policy("", ("Staging",), "f1", "d@1", min_improvement=0.1)
+    >>> _beats(p, 0.9, 0.8), _beats(p, 0.9, 0.81)
+    (True, False)
+    >>> _beats(Policy("", ("Staging",), "f1", "d@1", min_improvement=5e-13), 0.5, 0.5)
+    False
+    """
     gain = policy.improvement(challenger, incumbent)
-    if math.isclose(gain, policy.min_improvement, rel_tol=_REL_TOL, abs_tol=_ABS_TOL):
-        return True
-    return gain >= policy.min_improvement
+    scale = max(abs(challenger), abs(incumbent), policy.min_improvement)
+    return gain >= policy.min_improvement - _ROUNDING_ULPS * scale
 
 
 def select(
