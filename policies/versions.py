@@ -8,13 +8,17 @@ the empty string means "any version". Pre-releases are never decided by
 
 from __future__ import annotations
 
-from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_version
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 
 class InvalidVersionError(ValueError):
     """A version or specifier string that PEP 440 does not accept."""
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def parse_version(text: str) -> Version:
@@ -31,8 +35,8 @@ def parse_version(text: str) -> Version:
     """
     try:
         return Version(text.strip())
-    except InvalidVersion:
-        raise InvalidVersionError(f"invalid PEP 440 version: {text!r}") from None
+    except ValueError:  # InvalidVersion, or a number too long for int()
+        raise InvalidVersionError(f"invalid PEP 440 version: {_short(text)!r}") from None
 
 
 def normalize_version(text: str) -> str:
@@ -92,11 +96,20 @@ def parse_specifier(text: str) -> SpecifierSet:
     Traceback (most recent call last):
     ...
     policies.versions.InvalidVersionError: invalid version specifier: '<=one'
+    >>> parse_specifier("<=1." + "9" * 5000)
+    Traceback (most recent call last):
+    ...
+    policies.versions.InvalidVersionError: invalid version specifier: '<=1.99999...'
     """
     try:
-        return SpecifierSet(text.strip())
-    except InvalidSpecifier:
-        raise InvalidVersionError(f"invalid version specifier: {text!r}") from None
+        spec = SpecifierSet(text.strip())
+        # packaging parses a clause's version lazily, at the first comparison; force it
+        # now so that an unusable clause is refused here rather than during selection.
+        for clause in spec:
+            clause.contains("0", prereleases=True)
+    except ValueError:  # InvalidSpecifier, or a number too long for int()
+        raise InvalidVersionError(f"invalid version specifier: {_short(text)!r}") from None
+    return spec
 
 
 def in_tolerance(spec: SpecifierSet, version: str, *, allow_prereleases: bool) -> bool:

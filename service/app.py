@@ -61,6 +61,18 @@ def _limit_body() -> Any:
             f"request body is larger than {request.max_content_length} bytes",
             {"limit": request.max_content_length},
         )
+    if has_body and request.content_length is None and request.mimetype == "application/json":
+        # A streamed (chunked) body has no length to check up front, and Werkzeug's
+        # capped stream would hand the parser truncated JSON (a 400). Read it within the
+        # cap now; a byte left beyond it means the body is too large.
+        limit = settings.max_json_bytes
+        if len(request.get_data(cache=True)) >= limit and request.environ["wsgi.input"].read(1):
+            return errors.error_response(
+                413,
+                "payload_too_large",
+                f"request body is larger than {limit} bytes",
+                {"limit": limit},
+            )
     return None
 
 

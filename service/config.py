@@ -85,7 +85,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         except (OSError, tomllib.TOMLDecodeError) as exc:
             raise ConfigError(f"cannot read {ENV_PREFIX}CONFIG={extra}: {exc}") from exc
     kinds = {f.name: f.type for f in fields(Settings)}
-    unknown = set(values) - set(kinds)
+    unknown = (set(values) | set(overrides)) - set(kinds)
     if unknown:
         raise ConfigError(f"unknown setting(s): {sorted(unknown)}")
     for name in kinds:

@@ -14,7 +14,8 @@ from service.errors import NotFound, ValidationFailed
 from service.names import check_name, name_key
 from service.pagination import Page, offset_page
 
-_LABEL_RE = re.compile(r"^(?P<name>[^@]+?)(?:@(?P<rev>[0-9]+))?$")
+# At most 18 digits: every such revision fits a 64-bit column (SQLite cannot bind more).
+_LABEL_RE = re.compile(r"^(?P<name>[^@]+?)(?:@(?P<rev>[0-9]{1,18}))?$")
 
 
 def get_dataset(session: Session, name: str) -> Dataset:

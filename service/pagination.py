@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from service.db.models import MAX_ID
 from service.errors import BadRequest
 
 T = TypeVar("T")
@@ -38,7 +39,7 @@ def decode_token(token: str | None, field: str) -> int | None:
         value = json.loads(raw)[field]
     except (binascii.Error, ValueError, KeyError, TypeError):
         raise BadRequest("page_token is not a token this service issued") from None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ID:
         raise BadRequest("page_token is not a token this service issued")
     return value
 

@@ -155,11 +155,13 @@ def list_versions(
     if spec:
         try:
             specifier = parse_specifier(spec)
+            versions = [
+                v
+                for v in versions
+                if in_tolerance(specifier, v.version, allow_prereleases=prereleases)
+            ]
         except InvalidVersionError as exc:
             raise ValidationFailed.field("spec", str(exc)) from None
-        versions = [
-            v for v in versions if in_tolerance(specifier, v.version, allow_prereleases=prereleases)
-        ]
     if stage is not None:
         versions = [v for v in versions if v.stage == stage]
     return offset_page(versions, page_token, page_size)

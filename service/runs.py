@@ -17,10 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import champions, datasets, evaluations
-from service.artifacts import SHA256_RE, ArtifactStore, IncomingFile
+from service.artifacts import ArtifactStore, IncomingFile
 from service.db.models import ModelVersion, Run
 from service.db.session import Database
-from service.errors import ValidationFailed
 from service.pagination import Page, offset_page
 from service.registry import get_version, lock_model
 
@@ -191,12 +190,3 @@ def list_runs(
     mv = get_version(session, model, version)
     rows = session.scalars(select(Run).where(Run.version_id == mv.id).order_by(Run.number)).all()
     return offset_page(rows, page_token, page_size)
-
-
-def check_expected_sha(value: str | None) -> str | None:
-    if value is None:
-        return None
-    digest = value.strip().lower()
-    if not SHA256_RE.match(digest):
-        raise ValidationFailed.field("expected_sha256", "must be 64 hexadecimal characters")
-    return digest

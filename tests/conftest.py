@@ -21,8 +21,10 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from service.db import migrate
+from service.db.models import Base
 
 PG_ADMIN_URL = os.environ.get(
     "MODELREG_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
@@ -80,17 +82,50 @@ def drop_postgres_database(url: str) -> None:
     admin.dispose()
 
 
+_TABLES = [t.name for t in reversed(Base.metadata.sorted_tables)]
+
+
+@pytest.fixture(scope="session")
+def postgres_shared(postgres_template: str) -> Iterator[Any]:
+    """One migrated PostgreSQL database per test process, emptied before each test."""
+    url = new_postgres_database(postgres_template)
+    engine = create_engine(url, poolclass=NullPool)
+    yield url, engine
+    engine.dispose()
+    drop_postgres_database(url)
+
+
+def _empty(engine: Any) -> None:
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {', '.join(_TABLES)} RESTART IDENTITY CASCADE"))
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(
     request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
 ) -> Iterator[str]:
-    """A fresh, migrated database: SQLite file or PostgreSQL database."""
+    """A migrated database with no rows: a fresh SQLite file, or the emptied shared
+    PostgreSQL database (creating one per test costs ~0.4 s; emptying it ~10 ms)."""
     if request.param == "sqlite":
         path = tmp_path / "modelreg.db"
         shutil.copy(sqlite_template, path)
         yield f"sqlite:///{path}"
         return
-    template = request.getfixturevalue("postgres_template")
-    url = new_postgres_database(template)
+    url, engine = request.getfixturevalue("postgres_shared")
+    _empty(engine)
+    yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh_database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> Iterator[str]:
+    """A migrated database of the test's own, for tests that change the schema."""
+    if request.param == "sqlite":
+        path = tmp_path / "modelreg.db"
+        shutil.copy(sqlite_template, path)
+        yield f"sqlite:///{path}"
+        return
+    url = new_postgres_database(request.getfixturevalue("postgres_template"))
     yield url
     drop_postgres_database(url)

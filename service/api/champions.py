@@ -23,6 +23,7 @@ from service.api.common import (
 )
 from service.api.errors import ApiErrorSchema
 from service.clock import iso
+from service.db.models import MAX_ID
 from service.errors import BadRequest
 
 blp = Blueprint(
@@ -166,7 +167,9 @@ class HistoryItemSchema(ma.Schema):
 
 
 class PinBodySchema(ma.Schema):
-    run_id = ma.fields.Integer(required=True, strict=True)
+    run_id = ma.fields.Integer(
+        required=True, strict=True, validate=ma.validate.Range(min=1, max=MAX_ID)
+    )
     reason = ma.fields.String(load_default="")
 
 

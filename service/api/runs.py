@@ -26,7 +26,7 @@ from service.api.common import (
 from service.api.errors import ApiErrorSchema, error_response
 from service.api.models import OutcomeSchema
 from service.artifacts import SHA256_RE, IncomingFile
-from service.db.models import Evaluation, Run
+from service.db.models import MAX_ID, Evaluation, Run
 from service.errors import BadRequest, ValidationFailed
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1", description="Runs and evaluations")
@@ -52,7 +52,9 @@ class RunMetadataSchema(ma.Schema):
         metadata={"description": "provenance (git commit, pipeline id); never a storage location"},
     )
     expected_sha256 = ma.fields.String(
-        load_default=None, validate=ma.validate.Regexp(SHA256_RE.pattern, error="64 hex digits")
+        load_default=None,
+        # Hex digits in either case, as datasets take them (the store compares lower-cased).
+        validate=ma.validate.Regexp(f"(?i){SHA256_RE.pattern}", error="64 hex digits"),
     )
     format = ma.fields.String(load_default=None, validate=ma.validate.Length(max=32))
     evaluations = ma.fields.List(ma.fields.Nested(EvaluationInputSchema), load_default=list)
@@ -200,7 +202,7 @@ class RunDeletedSchema(ma.Schema):
     champions = ma.fields.List(ma.fields.Nested(OutcomeSchema))
 
 
-@blp.route("/runs/<int:run_id>")
+@blp.route(f"/runs/<int(min=1, max={MAX_ID}):run_id>")
 class RunView(MethodView):
     @blp.arguments(RunDeleteSchema)
     @blp.response(200, RunDeletedSchema)
@@ -222,7 +224,7 @@ class RunView(MethodView):
         return RunDetail(runs.get_run(s, run_id), evaluations.of_run(s, run_id))
 
 
-@blp.route("/runs/<int:run_id>/artifact")
+@blp.route(f"/runs/<int(min=1, max={MAX_ID}):run_id>/artifact")
 class ArtifactView(MethodView):
     @blp.response(200, description="The artifact bytes (ETag = sha256)")
     @blp.alt_response(304, description="Not modified")
@@ -248,7 +250,7 @@ class ArtifactView(MethodView):
         return response
 
 
-@blp.route("/runs/<int:run_id>/evaluations")
+@blp.route(f"/runs/<int(min=1, max={MAX_ID}):run_id>/evaluations")
 class Evaluations(MethodView):
     @blp.arguments(EvaluationInputSchema)
     @blp.response(201, EvaluationListSchema)

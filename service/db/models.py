@@ -25,6 +25,9 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAME_LEN = 100
+# The largest id or number any backend stores (SQLite and BIGINT are signed 64-bit).
+# A larger integer from a client cannot name a row, and SQLite cannot even bind it.
+MAX_ID = 2**63 - 1
 
 # Named constraints make Alembic migrations reproducible on every backend.
 metadata = MetaData(

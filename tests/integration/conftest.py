@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,3 +78,151 @@ class Api:
 @pytest.fixture
 def api(app: Flask) -> Api:
     return Api(app.test_client())
+
+
+# -- shared helpers: build state through the API, check the error contract ------------
+
+STAGE_PATHS: dict[str, list[str]] = {
+    "None": [],
+    "Staging": ["Staging"],
+    "Production": ["Staging", "Production"],
+    "Archived": ["Archived"],
+}
+
+
+def sha(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def assert_error(
+    response: TestResponse, status: int, code: str, field: str | None = None
+) -> dict[str, Any]:
+    """The contract's error shape, with this status and code (and ``field`` in details)."""
+    assert response.status_code == status, (response.status_code, response.get_data(as_text=True))
+    assert response.mimetype == "application/json", response.get_data(as_text=True)
+    body = response.get_json()
+    assert set(body) == {"error"}, body
+    error: dict[str, Any] = body["error"]
+    assert error["code"] == code, error
+    assert isinstance(error["message"], str) and error["message"]
+    assert isinstance(error["details"], dict)
+    if field is not None:
+        assert field in error["details"], error
+    return error
+
+
+def create_model(api: Api, name: str = "AImodel") -> dict[str, Any]:
+    response = api.post("/models", {"name": name})
+    assert response.status_code == 201, response.get_json()
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def move_to(api: Api, model: str, version: str, stage: str, **kw: Any) -> TestResponse:
+    response = api.post(
+        f"/models/{model}/versions/{version}/transitions", {"stage": stage, "reason": "test", **kw}
+    )
+    return response
+
+
+def create_version(api: Api, model: str, version: str, stage: str = "None") -> dict[str, Any]:
+    """A new version, walked through allowed transitions to ``stage``."""
+    response = api.post(f"/models/{model}/versions", {"version": version})
+    assert response.status_code == 201, response.get_json()
+    body: dict[str, Any] = response.get_json()
+    for step in STAGE_PATHS[stage]:
+        moved = move_to(api, model, version, step, force=True)
+        assert moved.status_code == 200, moved.get_json()
+        body = moved.get_json()["version"]
+    return body
+
+
+def register_dataset(api: Api, name: str = "holdout", content: bytes = b"rows") -> dict[str, Any]:
+    response = api.post("/datasets", {"name": name, "sha256": sha(content)})
+    assert response.status_code in (200, 201), response.get_json()
+    revision: dict[str, Any] = response.get_json()
+    return revision
+
+
+def create_run(
+    api: Api,
+    model: str,
+    version: str,
+    metrics: dict[str, float] | None = None,
+    dataset: str = "holdout",
+    content: bytes | None = None,
+    **metadata: Any,
+) -> dict[str, Any]:
+    """A run with a small artifact; ``metrics`` are reported on ``dataset`` in the same call."""
+    if metrics is not None:
+        metadata.setdefault("evaluations", [{"dataset": dataset, "metrics": metrics}])
+    body = content if content is not None else f"{model}-{version}-{uuid.uuid4()}".encode()
+    response = api.upload_run(model, version, body, metadata)
+    assert response.status_code == 201, response.get_json()
+    run: dict[str, Any] = response.get_json()
+    return run
+
+
+def evaluate(
+    api: Api, run_id: int, metrics: dict[str, float], dataset: str = "holdout"
+) -> TestResponse:
+    return api.post(f"/runs/{run_id}/evaluations", {"dataset": dataset, "metrics": metrics})
+
+
+def put_environment(api: Api, name: str) -> None:
+    response = api.put(f"/environments/{name}", {})
+    assert response.status_code in (200, 201), response.get_json()
+
+
+def policy_body(**overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "versions": "",
+        "stages": ["Staging", "Production"],
+        "metric": "f1",
+        "dataset": "holdout",
+        "reason": "test",
+    }
+    body.update(overrides)
+    return body
+
+
+def put_policy(api: Api, env: str, model: str, **overrides: Any) -> TestResponse:
+    return api.put(f"/environments/{env}/policies/{model}", policy_body(**overrides))
+
+
+def champion(api: Api, env: str, model: str) -> dict[str, Any] | None:
+    """The champion's document, or None when the environment has no eligible model."""
+    response = api.get(f"/environments/{env}/models/{model}")
+    if response.status_code == 404:
+        assert_error(response, 404, "no_eligible_model")
+        return None
+    assert response.status_code == 200, response.get_json()
+    body: dict[str, Any] = response.get_json()
+    return body
+
+
+def history(api: Api, env: str, model: str) -> list[dict[str, Any]]:
+    response = api.get(f"/environments/{env}/models/{model}/history")
+    assert response.status_code == 200, response.get_json()
+    items: list[dict[str, Any]] = response.get_json()["items"]
+    return items
+
+
+def collect_pages(api: Api, path: str, page_size: int) -> tuple[list[Any], int]:
+    """Every item of a paginated list, following ``next_page_token``; and the page count."""
+    items: list[Any] = []
+    token: str | None = None
+    pages = 0
+    sep = "&" if "?" in path else "?"
+    while True:
+        url = f"{path}{sep}page_size={page_size}" + (f"&page_token={token}" if token else "")
+        response = api.get(url)
+        assert response.status_code == 200, response.get_json()
+        body = response.get_json()
+        assert len(body["items"]) <= page_size
+        items.extend(body["items"])
+        pages += 1
+        token = body["next_page_token"]
+        if not token:
+            return items, pages
+        assert pages < 1000

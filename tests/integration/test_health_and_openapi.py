@@ -1,0 +1,79 @@
+"""Probes for liveness and readiness, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from service.app import create_app
+from service.config import load_settings
+from tests.integration.conftest import Api, assert_error
+
+DESIGN_PATHS = {
+    "/api/v1/models": {"get", "post"},
+    "/api/v1/models/{model}": {"get"},
+    "/api/v1/models/{model}/versions": {"get", "post"},
+    "/api/v1/models/{model}/versions/{version}/transitions": {"post"},
+    "/api/v1/models/{model}/versions/{version}/runs": {"post"},
+    "/api/v1/runs/{run_id}": {"get"},
+    "/api/v1/runs/{run_id}/artifact": {"get"},
+    "/api/v1/runs/{run_id}/evaluations": {"post"},
+    "/api/v1/datasets": {"post"},
+    "/api/v1/datasets/{name}": {"get"},
+    "/api/v1/environments": {"get"},
+    "/api/v1/environments/{env}": {"put"},
+    "/api/v1/environments/{env}/policies/{model}": {"get", "put"},
+    "/api/v1/environments/{env}/policies/{model}/plan": {"post"},
+    "/api/v1/environments/{env}/models/{model}": {"get"},
+    "/api/v1/environments/{env}/models/{model}/explain": {"get"},
+    "/api/v1/environments/{env}/models/{model}/history": {"get"},
+    "/api/v1/environments/{env}/models/{model}/pin": {"put", "delete"},
+    "/api/v1/models/{model}/champions": {"get"},
+}
+
+
+def test_healthz_and_readyz_answer_200_when_the_database_is_reachable(api: Api) -> None:
+    response = api.get("/healthz")
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+    response = api.get("/readyz")
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "ready"
+
+
+def test_the_openapi_document_is_json_listing_every_path_of_the_design(api: Api) -> None:
+    response = api.get("/openapi.json")
+    assert response.status_code == 200
+    document = json.loads(response.get_data(as_text=True))
+    assert document["openapi"].startswith("3.")
+    assert document["info"]["title"] == "modelreg"
+    paths = document["paths"]
+    for path, methods in DESIGN_PATHS.items():
+        assert path in paths, path
+        assert methods <= set(paths[path]), (path, sorted(paths[path]))
+    schemas = document["components"]["schemas"]
+    error_schemas = [s for s in schemas.values() if "error" in s.get("properties", {})]
+    assert error_schemas, sorted(schemas)
+
+
+def test_an_unreachable_database_is_503_unavailable_not_a_traceback(tmp_path: Path) -> None:
+    settings = load_settings(
+        environ={},
+        data_dir=str(tmp_path / "data"),
+        database_url="postgresql+psycopg2://postgres@127.0.0.1:1/none?connect_timeout=2",
+        artifact_root=str(tmp_path / "artifacts"),
+    )
+    app = create_app(settings)
+    try:
+        client = app.test_client()
+        assert client.get("/healthz").status_code == 200
+        assert_error(client.get("/readyz"), 503, "unavailable")
+        for response in (
+            client.get("/api/v1/models"),
+            client.post("/api/v1/models", json={"name": "m"}),
+            client.get("/api/v1/environments/PROD/models/m"),
+        ):
+            assert_error(response, 503, "unavailable")
+            assert "Traceback" not in response.get_data(as_text=True)
+    finally:
+        app.extensions["modelreg"].db.dispose()

@@ -1,0 +1,60 @@
+"""Settings precedence: packaged defaults < MODELREG_CONFIG file < MODELREG_* < overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.config import load_settings
+from service.errors import ConfigError
+
+
+def test_with_nothing_set_data_lives_in_modelreg_data_of_the_working_directory() -> None:
+    settings = load_settings(environ={})
+
+    assert (
+        settings.resolved_database_url == f"sqlite:///{Path('modelreg-data').resolve()}/modelreg.db"
+    )
+    assert settings.resolved_artifact_root == Path("modelreg-data").resolve() / "artifacts"
+    assert (settings.host, settings.port) == ("127.0.0.1", 5000)
+
+
+def test_environment_variables_override_a_config_file_which_overrides_the_defaults(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "modelreg.toml"
+    config.write_text('port = 6000\nworkers = 8\ndata_dir = "/srv/reg"\n')
+
+    settings = load_settings(environ={"MODELREG_CONFIG": str(config), "MODELREG_PORT": "7000"})
+
+    assert (settings.port, settings.workers) == (7000, 8)
+    assert settings.resolved_artifact_root == Path("/srv/reg/artifacts")
+
+
+def test_keyword_overrides_win_over_the_environment() -> None:
+    settings = load_settings(environ={"MODELREG_PORT": "7000"}, port=8000)
+
+    assert settings.port == 8000
+
+
+@pytest.mark.parametrize(
+    ("environ", "overrides"),
+    [
+        ({"MODELREG_PORT": "eighty"}, {}),
+        ({}, {"databse_url": "sqlite://"}),
+    ],
+)
+def test_a_misspelt_or_mistyped_setting_is_refused_not_ignored(
+    environ: dict[str, str], overrides: dict[str, str]
+) -> None:
+    with pytest.raises(ConfigError):
+        load_settings(environ=environ, **overrides)
+
+
+def test_an_unknown_key_in_the_config_file_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "modelreg.toml"
+    config.write_text("prot = 1\n")
+
+    with pytest.raises(ConfigError, match="prot"):
+        load_settings(environ={"MODELREG_CONFIG": str(config)})
