@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policies import Policy, PolicyError
-from service import champions, datasets
+from service import champion_reads, champions, datasets
 from service.db.models import Champion, Environment, PolicyRow, utcnow
 from service.errors import NotFound, PreconditionFailed, ValidationFailed
 from service.names import check_name, name_key
@@ -59,31 +59,32 @@ def get_environment(session: Session, name: str) -> Environment:
     return env
 
 
-def list_environments(
-    session: Session, page_token: str | None, page_size: int
-) -> Page[tuple[Environment, list[dict[str, Any]]]]:
-    envs = session.scalars(select(Environment).order_by(Environment.name_key)).all()
-    page = offset_page(envs, page_token, page_size)
+def _champions_by_environment(
+    session: Session, env_ids: list[int]
+) -> dict[int, list[dict[str, Any]]]:
     rows = session.scalars(
         select(Champion)
-        .where(
-            Champion.environment_id.in_([e.id for e in page.items]), Champion.run_id.is_not(None)
-        )
+        .where(Champion.environment_id.in_(env_ids), Champion.run_id.is_not(None))
         .order_by(Champion.model_key)
     ).all()
     by_env: dict[int, list[dict[str, Any]]] = {}
     for row in rows:
-        by_env.setdefault(row.environment_id, []).append(champions.champion_document(row))
+        by_env.setdefault(row.environment_id, []).append(champion_reads.champion_document(row))
+    return by_env
+
+
+def list_environments(
+    session: Session, page_token: str | None, page_size: int
+) -> Page[tuple[Environment, list[dict[str, Any]]]]:
+    """Environments by name, each with the champion of every model it serves."""
+    envs = session.scalars(select(Environment).order_by(Environment.name_key)).all()
+    page = offset_page(envs, page_token, page_size)
+    by_env = _champions_by_environment(session, [e.id for e in page.items])
     return Page([(e, by_env.get(e.id, [])) for e in page.items], page.next_page_token)
 
 
 def champions_in(session: Session, env: Environment) -> list[dict[str, Any]]:
-    rows = session.scalars(
-        select(Champion)
-        .where(Champion.environment_id == env.id, Champion.run_id.is_not(None))
-        .order_by(Champion.model_key)
-    ).all()
-    return [champions.champion_document(r) for r in rows]
+    return _champions_by_environment(session, [env.id]).get(env.id, [])
 
 
 def get_policy(session: Session, environment: str, model: str) -> PolicyRow:
@@ -167,7 +168,7 @@ def put_policy(
             f"policy revision is {current}, not {if_match}" if current else "no policy exists yet",
             {"revision": current},
         )
-    before = champions.stored_champion(session, env.id, mdl.id)
+    before = champion_reads.stored_champion(session, env.id, mdl.id)
     values = {
         "versions": policy.versions,
         "stages": list(policy.stages),
@@ -202,7 +203,7 @@ def put_policy(
         force=body.force or dry_run,
         environment_id=env.id,
     )
-    after = champions.stored_champion(session, env.id, mdl.id)
+    after = champion_reads.stored_champion(session, env.id, mdl.id)
     eligible = len(champions.decide(session, row, policy).ranked)
     result = PolicyChange(row, created, changed, before, after, eligible)
     if not dry_run:

@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from policies.stages import STAGES
-from service import champions, environments, pins
+from service import champion_reads, environments, pins
 from service.api.common import (
     Name,
     PageArgs,
@@ -223,7 +223,7 @@ def _pin_doc(s: Any, env: str, model: str, run_id: int | None, reason: str) -> d
         "run_id": run_id,
         "reason": reason,
         "actor": actor(),
-        "champion": champions.stored_champion(s, row.environment_id, row.model_id),
+        "champion": champion_reads.stored_champion(s, row.environment_id, row.model_id),
     }
 
 
@@ -301,9 +301,9 @@ class ChampionView(MethodView):
     def get(self, env: str, model: str) -> Response:
         """The champion: which run this environment serves"""
         with ctx().db.read_engine.connect() as conn:
-            doc = champions.read_champion(conn, env, model)
+            doc = champion_reads.read_champion(conn, env, model)
         response = jsonify(doc)
-        response.set_etag(champions.etag_of(doc))
+        response.set_etag(champion_reads.etag_of(doc))
         return response.make_conditional(request)  # type: ignore[return-value]
 
 
@@ -314,7 +314,7 @@ class ExplainView(MethodView):
         """Every candidate run, eligible or excluded with reasons, ranked"""
         s = uow(write=False)
         row = environments.get_policy(s, env, model)
-        doc = champions.explain(s, row)
+        doc = champion_reads.explain(s, row)
         current = pins.current_pin(s, row)
         doc["pinned_run_id"] = current.run_id if current else None
         return doc
@@ -328,7 +328,7 @@ class HistoryView(MethodView):
         """Champion changes, newest first"""
         s = uow(write=False)
         row = environments.get_policy(s, env, model)
-        return champions.history(
+        return champion_reads.history(
             s, row.environment_id, row.model_id, args.get("page_token"), page_size(args)
         )
 

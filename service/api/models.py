@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from policies.stages import STAGES
-from service import champions, registry
+from service import champion_reads, champions, registry
 from service.api.champions import ChampionSchema
 from service.api.common import (
     Name,
@@ -189,6 +189,6 @@ class ModelChampions(MethodView):
         """The champion of this model in every environment"""
         s = uow(write=False)
         return {
-            "items": champions.champions_of_model(s, registry.get_model(s, model)),
+            "items": champion_reads.champions_of_model(s, registry.get_model(s, model)),
             "next_page_token": None,
         }

@@ -1,0 +1,160 @@
+"""Reading champions: the serving layers' lookup, explanations and history.
+
+Writes live in ``service.champions`` (the upkeep); this module only reads what it
+stored, except ``explain``, which recomputes the decision to show every candidate.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, NoReturn
+
+from sqlalchemy import Connection, select
+from sqlalchemy.orm import Session
+
+from service.champions import champion_row, decide, domain_policy
+from service.clock import iso
+from service.db.models import Champion, ChampionChange, Environment, PolicyRow, RegisteredModel
+from service.errors import NoEligibleModel, NotFound
+from service.names import name_key
+from service.pagination import Page, decode_token, encode_token
+
+_CHAMPION_COLUMNS = [
+    Champion.environment,
+    Champion.model,
+    Champion.version,
+    Champion.stage,
+    Champion.run_id,
+    Champion.run_number,
+    Champion.metric,
+    Champion.value,
+    Champion.dataset,
+    Champion.artifact_sha256,
+    Champion.artifact_size,
+    Champion.selected_at,
+    Champion.reason,
+    Champion.policy_revision,
+]
+
+
+def champion_document(row: Any) -> dict[str, Any]:
+    """The champion as the API returns it, from a stored champion row."""
+    return {
+        "environment": row.environment,
+        "model": row.model,
+        "version": row.version,
+        "stage": row.stage,
+        "run_id": row.run_id,
+        "run_number": row.run_number,
+        "metric": {"name": row.metric, "value": row.value, "dataset": row.dataset},
+        "artifact": {
+            "url": f"/api/v1/runs/{row.run_id}/artifact",
+            "sha256": row.artifact_sha256,
+            "size": row.artifact_size,
+        },
+        "selected_at": iso(row.selected_at),
+        "reason": row.reason,
+        "policy_revision": row.policy_revision,
+    }
+
+
+def etag_of(document: dict[str, Any]) -> str:
+    raw = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def read_champion(conn: Connection, environment: str, model: str) -> dict[str, Any]:
+    """The serving layers' question, answered with one lookup on a unique index."""
+    row = conn.execute(
+        select(*_CHAMPION_COLUMNS).where(
+            Champion.environment_key == name_key(environment),
+            Champion.model_key == name_key(model),
+        )
+    ).one_or_none()
+    if row is None:
+        _raise_missing(conn, environment, model)
+    if row.run_id is None:
+        raise NoEligibleModel(
+            f"no {row.model} run is eligible for {row.environment}",
+            {"environment": row.environment, "model": row.model},
+        )
+    return champion_document(row)
+
+
+def _raise_missing(conn: Connection, environment: str, model: str) -> NoReturn:
+    if (
+        conn.scalar(select(Environment.id).where(Environment.name_key == name_key(environment)))
+        is None
+    ):
+        raise NotFound(f"environment {environment!r} not found", {"environment": environment})
+    if (
+        conn.scalar(select(RegisteredModel.id).where(RegisteredModel.name_key == name_key(model)))
+        is None
+    ):
+        raise NotFound(f"model {model!r} not found", {"model": model})
+    raise NotFound(
+        f"environment {environment!r} has no policy for model {model!r}",
+        {"environment": environment, "model": model},
+    )
+
+
+def champions_of_model(session: Session, model: RegisteredModel) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(*_CHAMPION_COLUMNS)
+        .where(Champion.model_id == model.id, Champion.run_id.is_not(None))
+        .order_by(Champion.environment_key)
+    ).all()
+    return [champion_document(r) for r in rows]
+
+
+def stored_champion(session: Session, env_id: int, model_id: int) -> dict[str, Any] | None:
+    row = champion_row(session, env_id, model_id)
+    if row is None or row.run_id is None:
+        return None
+    return champion_document(row)
+
+
+def explain(session: Session, row: PolicyRow) -> dict[str, Any]:
+    """Every run of the model, eligible or not, with reasons: the stored decision, shown."""
+    policy = domain_policy(row)
+    decision = decide(session, row, policy, contenders_only=False)
+    return {
+        "environment": row.environment.name,
+        "model": row.model.name,
+        "champion": decision.champion,
+        "reason": str(decision.reason),
+        "policy_revision": row.revision,
+        "metric": policy.metric,
+        "dataset": policy.dataset,
+        "direction": policy.direction,
+        "candidates": [
+            {
+                "run_id": a.candidate.run_id,
+                "version": a.candidate.version,
+                "run_number": a.candidate.run_number,
+                "stage": a.candidate.stage,
+                "value": a.value,
+                "eligible": a.eligible,
+                "rank": a.rank,
+                "reasons": [str(r) for r in a.reasons],
+            }
+            for a in decision.assessments
+        ],
+    }
+
+
+def history(
+    session: Session, env_id: int, model_id: int, page_token: str | None, page_size: int
+) -> Page[ChampionChange]:
+    """Champion changes, newest first, paged by id so new changes never shift a page."""
+    before = decode_token(page_token, "k")
+    query = select(ChampionChange).where(
+        ChampionChange.environment_id == env_id, ChampionChange.model_id == model_id
+    )
+    if before is not None:
+        query = query.where(ChampionChange.id < before)
+    rows = list(session.scalars(query.order_by(ChampionChange.id.desc()).limit(page_size + 1)))
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return Page(rows, encode_token(k=rows[-1].id) if more else None)
