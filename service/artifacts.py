@@ -13,7 +13,6 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -31,16 +30,10 @@ class StoredBlob:
     created: bool  # False when identical content was already stored
 
 
-class Upload(Protocol):
-    """A file being received: written chunk by chunk, hashed as it goes."""
-
-    sha256: str
-    size: int
-
-    def write(self, data: bytes) -> int: ...
-
-
 class ArtifactStore(Protocol):
+    """Where artifacts live. The local directory is one implementation; an object
+    store can take its place by providing the same operations."""
+
     def begin_upload(self, max_bytes: int) -> IncomingFile: ...
 
     def commit(self, upload: IncomingFile, expected_sha256: str | None = None) -> StoredBlob: ...
@@ -152,8 +145,3 @@ class LocalArtifactStore:
     def delete(self, sha256: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.path_for(sha256).unlink()
-
-    def iter_chunks(self, sha256: str) -> Iterator[bytes]:
-        with self.open(sha256) as fh:
-            while chunk := fh.read(CHUNK):
-                yield chunk

@@ -9,7 +9,7 @@ import marshmallow as ma
 from flask import current_app, g
 from sqlalchemy.orm import Session
 
-from service.artifacts import LocalArtifactStore
+from service.artifacts import ArtifactStore
 from service.clock import iso
 from service.config import Settings
 from service.db.session import Database
@@ -20,7 +20,7 @@ from service.names import NAME_PATTERN
 class Context:
     settings: Settings
     db: Database
-    store: LocalArtifactStore
+    store: ArtifactStore
 
 
 def ctx() -> Context:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import marshmallow as ma
-from flask import Response, request, send_file
+from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from werkzeug.wsgi import wrap_file
 
 from service import evaluations, runs
 from service.api.common import (
@@ -185,6 +187,23 @@ class Runs(MethodView):
         )
 
 
+def content_disposition(filename: str) -> str:
+    """An attachment header that survives any file name (RFC 6266 / 5987).
+
+    >>> print(content_disposition("model.joblib"))
+    attachment; filename="model.joblib"
+    >>> print(content_disposition('modèle "v2".pkl'))
+    attachment; filename="mod_le _v2_.pkl"; filename*=UTF-8''mod%C3%A8le%20%22v2%22.pkl
+    """
+    ascii_name = "".join(
+        ch if ch.isascii() and ch.isprintable() and ch not in '"\\' else "_" for ch in filename
+    )
+    header = f'attachment; filename="{ascii_name}"'
+    if ascii_name != filename:
+        header += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return header
+
+
 def _unsupported() -> Response:
     return error_response(
         415, "unsupported_media_type", "runs are registered as multipart/form-data"
@@ -233,21 +252,24 @@ class ArtifactView(MethodView):
         """Download a run's artifact"""
         c = ctx()
         run = runs.get_run(uow(write=False), run_id)
-        sha, fmt = run.artifact_sha256, run.artifact_format
         name = run.artifact_filename or (
             f"{run.model_version.model.name}-{run.model_version.version}-run{run.number}"
         )
-        response = send_file(
-            c.store.path_for(sha),
+        response = Response(
+            wrap_file(request.environ, c.store.open(run.artifact_sha256)),
             mimetype="application/octet-stream",
-            as_attachment=True,
-            download_name=name,
-            etag=sha,
-            conditional=True,
-            max_age=31536000,  # content-addressed: the bytes behind a run never change
+            direct_passthrough=True,
         )
-        response.headers["X-Artifact-Format"] = fmt
-        return response
+        response.content_length = run.artifact_size
+        response.headers["Content-Disposition"] = content_disposition(name)
+        response.headers["X-Artifact-Format"] = run.artifact_format
+        # Content-addressed: the bytes behind a run never change.
+        response.cache_control.max_age = 31536000
+        response.cache_control.immutable = True
+        response.set_etag(run.artifact_sha256)
+        return response.make_conditional(  # type: ignore[return-value]
+            request, accept_ranges=True, complete_length=run.artifact_size
+        )
 
 
 @blp.route(f"/runs/<int(min=1, max={MAX_ID}):run_id>/evaluations")
