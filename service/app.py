@@ -40,6 +40,8 @@ class UploadRequest(Request):
 
 def _limit_body() -> Any:
     """Cap the body before anything reads it, and refuse bodies we cannot parse."""
+    if request.method in ("GET", "HEAD") and not request.content_length:
+        return None  # the serving layers' polls: nothing to check
     settings = ctx().settings
     if request.mimetype == "multipart/form-data":
         request.max_content_length = settings.max_artifact_bytes + MULTIPART_OVERHEAD

@@ -6,16 +6,15 @@ stored, except ``explain``, which recomputes the decision to show every candidat
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from service.champions import champion_row, decide, domain_policy
 from service.clock import iso
 from service.db.models import Champion, ChampionChange, Environment, PolicyRow, RegisteredModel
+from service.db.session import Database
 from service.errors import NoEligibleModel, NotFound
 from service.names import name_key
 from service.pagination import Page, decode_token, encode_token
@@ -59,27 +58,36 @@ def champion_document(row: Any) -> dict[str, Any]:
     }
 
 
-def etag_of(document: dict[str, Any]) -> str:
-    raw = json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(raw).hexdigest()[:32]
+def etag_of(row: Any) -> str:
+    """Changes whenever the document does: the upkeep bumps ``updated_at`` on any change."""
+    stamp = iso(row.updated_at)
+    return f"{row.run_id}.{row.policy_revision}.{stamp}"
 
 
-def read_champion(conn: Connection, environment: str, model: str) -> dict[str, Any]:
-    """The serving layers' question, answered with one lookup on a unique index."""
-    row = conn.execute(
-        select(*_CHAMPION_COLUMNS).where(
-            Champion.environment_key == name_key(environment),
-            Champion.model_key == name_key(model),
-        )
-    ).one_or_none()
+# Built once: compiling an ORM select per request costs more than running it.
+_LOOKUP = select(
+    *[Champion.__table__.c[c.key] for c in _CHAMPION_COLUMNS],
+    Champion.__table__.c.updated_at,
+).where(
+    Champion.__table__.c.environment_key == bindparam("environment_key"),
+    Champion.__table__.c.model_key == bindparam("model_key"),
+)
+
+
+def read_champion(db: Database, environment: str, model: str) -> tuple[dict[str, Any], str]:
+    """The serving layers' question: one lookup on a unique index. Returns (document, ETag)."""
+    row = db.lookup(
+        _LOOKUP, {"environment_key": name_key(environment), "model_key": name_key(model)}
+    )
     if row is None:
-        _raise_missing(conn, environment, model)
+        with db.read_engine.connect() as conn:
+            _raise_missing(conn, environment, model)
     if row.run_id is None:
         raise NoEligibleModel(
             f"no {row.model} run is eligible for {row.environment}",
             {"environment": row.environment, "model": row.model},
         )
-    return champion_document(row)
+    return champion_document(row), etag_of(row)
 
 
 def _raise_missing(conn: Connection, environment: str, model: str) -> NoReturn:

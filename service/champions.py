@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from policies import Candidate, Decision, Policy, PolicyError
 from policies import select as select_champion
@@ -79,26 +79,32 @@ def load_candidates(
     (wrong stage, or no value at all), except the runs named in ``always``
     (incumbent and pin): the decision is the same, the work much smaller.
     """
-    rep, ver = aliased(Evaluation), aliased(Evaluation)
 
-    def joined(alias: Any, source: str) -> Any:
-        return and_(
-            alias.run_id == Run.id,
-            alias.dataset_revision_id == dataset_revision_id,
-            alias.metric == policy.metric,
-            alias.source == source,
+    def value_of(source: str) -> Any:
+        # A correlated lookup on the unique (run, revision, metric, source) index:
+        # its cost per run is fixed, whatever the planner believes about table
+        # sizes (outer joins went quadratic on freshly loaded, unanalyzed tables).
+        return (
+            select(Evaluation.value)
+            .where(
+                Evaluation.run_id == Run.id,
+                Evaluation.dataset_revision_id == dataset_revision_id,
+                Evaluation.metric == policy.metric,
+                Evaluation.source == source,
+            )
+            .scalar_subquery()
         )
 
+    reported, verified = value_of("reported"), value_of("verified")
     query = (
-        select(Run.id, ModelVersion.version, Run.number, ModelVersion.stage, rep.value, ver.value)
+        select(Run.id, ModelVersion.version, Run.number, ModelVersion.stage, reported, verified)
         .join(ModelVersion, Run.version_id == ModelVersion.id)
-        .outerjoin(rep, joined(rep, "reported"))
-        .outerjoin(ver, joined(ver, "verified"))
         .where(ModelVersion.model_id == model_id)
     )
     if contenders_only:
         contender = and_(
-            ModelVersion.stage.in_(policy.stages), or_(rep.id.is_not(None), ver.id.is_not(None))
+            ModelVersion.stage.in_(policy.stages),
+            or_(reported.is_not(None), verified.is_not(None)),
         )
         query = query.where(or_(contender, Run.id.in_(list(always))) if always else contender)
     return [

@@ -85,7 +85,7 @@ def serve(host: str | None, port: int | None, workers: int | None, threads: int 
         "threads": settings.threads,
         "worker_class": "gthread",
         "keepalive": 5,
-        "accesslog": "-",
+        "accesslog": "-" if settings.access_log else None,
         "timeout": 120,
         "graceful_timeout": 30,
     }

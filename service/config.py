@@ -41,6 +41,7 @@ class Settings:
     port: int
     workers: int
     threads: int
+    access_log: bool
 
     @property
     def resolved_database_url(self) -> str:
@@ -59,6 +60,18 @@ class Settings:
         return self.resolved_database_url.startswith("sqlite")
 
 
+_BOOLEANS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
 def _coerce(name: str, raw: Any, kind: type) -> Any:
     if isinstance(raw, kind) and not (kind is int and isinstance(raw, bool)):
         return raw
@@ -69,6 +82,8 @@ def _coerce(name: str, raw: Any, kind: type) -> Any:
             pass
     if kind is str and isinstance(raw, str):
         return raw
+    if kind is bool and isinstance(raw, str) and raw.strip().lower() in _BOOLEANS:
+        return _BOOLEANS[raw.strip().lower()]
     raise ConfigError(f"setting {name!r} must be {kind.__name__}, got {raw!r}")
 
 
@@ -92,7 +107,7 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         if f"{ENV_PREFIX}{name.upper()}" in env:
             values[name] = env[f"{ENV_PREFIX}{name.upper()}"]
     values.update({k: v for k, v in overrides.items() if v is not None})
-    pytypes = {"str": str, "int": int}
+    pytypes = {"str": str, "int": int, "bool": bool}
     return Settings(
         **{name: _coerce(name, values[name], pytypes[str(kinds[name])]) for name in kinds}
     )

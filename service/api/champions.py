@@ -300,10 +300,9 @@ class ChampionView(MethodView):
     @blp.alt_response(404, schema=ApiErrorSchema)
     def get(self, env: str, model: str) -> Response:
         """The champion: which run this environment serves"""
-        with ctx().db.read_engine.connect() as conn:
-            doc = champion_reads.read_champion(conn, env, model)
+        doc, etag = champion_reads.read_champion(ctx().db, env, model)
         response = jsonify(doc)
-        response.set_etag(champion_reads.etag_of(doc))
+        response.set_etag(etag)
         return response.make_conditional(request)  # type: ignore[return-value]
 
 

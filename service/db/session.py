@@ -16,14 +16,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, Row, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql import Executable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
-def _sqlite_engine(url: str, *, begin: str) -> Engine:
+def _sqlite_engine(url: str, *, begin: str | None) -> Engine:
     parsed = make_url(url)
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
@@ -43,9 +45,11 @@ def _sqlite_engine(url: str, *, begin: str) -> Engine:
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
         cur.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql(begin)
+    if begin is not None:
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn: Any) -> None:
+            conn.exec_driver_sql(begin)
 
     return engine
 
@@ -59,9 +63,16 @@ class Database:
         if self.is_sqlite:
             self.engine = _sqlite_engine(url, begin="BEGIN IMMEDIATE")
             self.read_engine = _sqlite_engine(url, begin="BEGIN")
+            # A lone SELECT is consistent by itself: no BEGIN/ROLLBACK around it.
+            self.lookup_engine = _sqlite_engine(url, begin=None)
         else:
             self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
             self.read_engine = self.engine
+            # The serving layers' hot path: autocommit (no BEGIN/ROLLBACK round trips)
+            # and no ping per checkout; a connection found dead is retried once.
+            self.lookup_engine = create_engine(
+                url, isolation_level="AUTOCOMMIT", pool_size=10, max_overflow=20, pool_recycle=3600
+            )
         self._writer = sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -82,11 +93,25 @@ class Database:
             session.rollback()
             session.close()
 
+    def lookup(self, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
+        """Run one single-row SELECT on the lookup engine."""
+        try:
+            return self._lookup_once(statement, params)
+        except DBAPIError as exc:
+            # A dead pooled connection (the database restarted) invalidates the
+            # pool; one fresh connection decides.
+            if not exc.connection_invalidated:
+                raise
+        return self._lookup_once(statement, params)
+
+    def _lookup_once(self, statement: Executable, params: dict[str, Any]) -> Row[Any] | None:
+        with self.lookup_engine.connect() as conn:
+            return conn.execute(statement, params).one_or_none()
+
     def ping(self) -> None:
         with self.read_engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
     def dispose(self) -> None:
-        self.engine.dispose()
-        if self.read_engine is not self.engine:
-            self.read_engine.dispose()
+        for engine in {self.engine, self.read_engine, self.lookup_engine}:
+            engine.dispose()
