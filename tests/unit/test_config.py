@@ -58,3 +58,12 @@ def test_an_unknown_key_in_the_config_file_is_refused(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="prot"):
         load_settings(environ={"MODELREG_CONFIG": str(config)})
+
+
+@pytest.mark.parametrize(("raw", "expected"), [("true", True), ("1", True), ("off", False)])
+def test_boolean_settings_read_the_usual_spellings(raw: str, expected: bool) -> None:
+    assert load_settings(environ={"MODELREG_ACCESS_LOG": raw}).access_log is expected
+
+
+def test_the_access_log_is_off_unless_asked_for() -> None:
+    assert load_settings(environ={}).access_log is False
