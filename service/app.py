@@ -38,6 +38,12 @@ class UploadRequest(Request):
         return cast(IO[bytes], incoming)
 
 
+def _too_large(limit: int) -> Any:
+    return errors.error_response(
+        413, "payload_too_large", f"request body is larger than {limit} bytes", {"limit": limit}
+    )
+
+
 def _limit_body() -> Any:
     """Cap the body before anything reads it, and refuse bodies we cannot parse."""
     if request.method in ("GET", "HEAD") and not request.content_length:
@@ -57,24 +63,14 @@ def _limit_body() -> Any:
             f"send application/json (or multipart/form-data for uploads), not {request.mimetype!r}",
         )
     if request.content_length and request.content_length > request.max_content_length:
-        return errors.error_response(
-            413,
-            "payload_too_large",
-            f"request body is larger than {request.max_content_length} bytes",
-            {"limit": request.max_content_length},
-        )
+        return _too_large(request.max_content_length)
     if has_body and request.content_length is None and request.mimetype == "application/json":
         # A streamed (chunked) body has no length to check up front, and Werkzeug's
         # capped stream would hand the parser truncated JSON (a 400). Read it within the
         # cap now; a byte left beyond it means the body is too large.
         limit = settings.max_json_bytes
         if len(request.get_data(cache=True)) >= limit and request.environ["wsgi.input"].read(1):
-            return errors.error_response(
-                413,
-                "payload_too_large",
-                f"request body is larger than {limit} bytes",
-                {"limit": limit},
-            )
+            return _too_large(limit)
     return None
 
 
