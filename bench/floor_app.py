@@ -52,7 +52,9 @@ if make_url(URL).get_backend_name() == "sqlite":
     # One pooled connection per thread at most; the file is already in WAL mode.
     engine = create_engine(URL, connect_args={"check_same_thread": False})
 else:
-    engine = create_engine(URL, pool_size=10, max_overflow=20)
+    # Autocommit, as the service's lookup pool: a lone SELECT needs no BEGIN/ROLLBACK
+    # round trips, and a floor that paid them would flatter the service.
+    engine = create_engine(URL, isolation_level="AUTOCOMMIT", pool_size=10, max_overflow=20)
 
 app = Flask("floor")
 # Built once, with bound parameters: each request reuses the compiled statement as is.
