@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from service.champions import champion_row, decide, domain_policy
+from service.champions import champion_row, decide, domain_policy, pin_of
 from service.clock import iso
 from service.db.models import Champion, ChampionChange, Environment, PolicyRow, RegisteredModel
 from service.db.session import Database
@@ -127,6 +127,7 @@ def explain(session: Session, row: PolicyRow) -> dict[str, Any]:
     """Every run of the model, eligible or not, with reasons: the stored decision, shown."""
     policy = domain_policy(row)
     decision = decide(session, row, policy, contenders_only=False)
+    pin = pin_of(session, row.environment_id, row.model_id)
     return {
         "environment": row.environment.name,
         "model": row.model.name,
@@ -136,6 +137,7 @@ def explain(session: Session, row: PolicyRow) -> dict[str, Any]:
         "metric": policy.metric,
         "dataset": policy.dataset,
         "direction": policy.direction,
+        "pinned_run_id": pin.run_id if pin else None,
         "candidates": [
             {
                 "run_id": a.candidate.run_id,

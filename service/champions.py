@@ -115,7 +115,7 @@ def load_candidates(
     ]
 
 
-def _pin_of(session: Session, env_id: int, model_id: int) -> Pin | None:
+def pin_of(session: Session, env_id: int, model_id: int) -> Pin | None:
     return session.scalar(select(Pin).where(Pin.environment_id == env_id, Pin.model_id == model_id))
 
 
@@ -140,7 +140,7 @@ def decide(
     """
     current = champion_row(session, row.environment_id, row.model_id)
     incumbent = current.run_id if current else None
-    pin = _pin_of(session, row.environment_id, row.model_id)
+    pin = pin_of(session, row.environment_id, row.model_id)
     pinned = pin.run_id if pin else None
     candidates = load_candidates(
         session,

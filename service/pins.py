@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from service import champions
-from service.db.models import Pin, PolicyRow, Run
+from service.db.models import Pin, Run
 from service.environments import get_policy
 from service.errors import NotFound, ValidationFailed
 from service.registry import lock_model
@@ -20,7 +19,7 @@ def pin(
     run = session.get(Run, run_id)
     if run is None or run.model_version.model_id != row.model_id:
         raise ValidationFailed.field("run_id", f"run {run_id} is not a run of {row.model.name}")
-    current = _find(session, row)
+    current = champions.pin_of(session, row.environment_id, row.model_id)
     if current is None:
         current = Pin(environment_id=row.environment_id, model_id=row.model_id, run_id=run_id)
         session.add(current)
@@ -43,7 +42,7 @@ def unpin(
 ) -> champions.Outcome:
     row = get_policy(session, environment, model)
     lock_model(session, row.model)
-    current = _find(session, row)
+    current = champions.pin_of(session, row.environment_id, row.model_id)
     if current is None:
         raise NotFound(
             f"{row.environment.name} has no pin for {row.model.name}",
@@ -61,13 +60,3 @@ def unpin(
     )
     session.commit()
     return outcome
-
-
-def _find(session: Session, row: PolicyRow) -> Pin | None:
-    return session.scalar(
-        select(Pin).where(Pin.environment_id == row.environment_id, Pin.model_id == row.model_id)
-    )
-
-
-def current_pin(session: Session, row: PolicyRow) -> Pin | None:
-    return _find(session, row)

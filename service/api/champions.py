@@ -313,10 +313,7 @@ class ExplainView(MethodView):
         """Every candidate run, eligible or excluded with reasons, ranked"""
         s = uow(write=False)
         row = environments.get_policy(s, env, model)
-        doc = champion_reads.explain(s, row)
-        current = pins.current_pin(s, row)
-        doc["pinned_run_id"] = current.run_id if current else None
-        return doc
+        return champion_reads.explain(s, row)
 
 
 @blp.route("/environments/<env>/models/<model>/history")
