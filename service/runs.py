@@ -20,7 +20,7 @@ from service import champions, datasets, evaluations
 from service.artifacts import ArtifactStore, IncomingFile
 from service.db.models import ModelVersion, Run
 from service.db.session import Database
-from service.pagination import Page, offset_page
+from service.pagination import Page, decode_token, encode_token
 from service.registry import get_version, lock_model
 
 _FORMATS = {
@@ -187,6 +187,17 @@ def get_run(session: Session, run_id: int) -> Run:
 def list_runs(
     session: Session, model: str, version: str, page_token: str | None, page_size: int
 ) -> Page[Run]:
+    """Runs of a version by number, paged by number: a page costs the same at any depth."""
     mv = get_version(session, model, version)
-    rows = session.scalars(select(Run).where(Run.version_id == mv.id).order_by(Run.number)).all()
-    return offset_page(rows, page_token, page_size)
+    after = decode_token(page_token, "k") or 0
+    rows = list(
+        session.scalars(
+            select(Run)
+            .where(Run.version_id == mv.id, Run.number > after)
+            .order_by(Run.number)
+            .limit(page_size + 1)
+        )
+    )
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return Page(rows, encode_token(k=rows[-1].number) if more else None)
