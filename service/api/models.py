@@ -24,6 +24,7 @@ from service.api.common import (
 )
 from service.api.errors import ApiErrorSchema
 from service.db.models import ModelVersion
+from service.pagination import offset_page
 
 blp = Blueprint("models", __name__, url_prefix="/api/v1", description="Models and versions")
 
@@ -184,11 +185,10 @@ class Transitions(MethodView):
 
 @blp.route("/models/<model>/champions")
 class ModelChampions(MethodView):
+    @blp.arguments(PageArgs, location="query")
     @blp.response(200, ChampionListSchema)
-    def get(self, model: str) -> Any:
+    def get(self, args: dict[str, Any], model: str) -> Any:
         """The champion of this model in every environment"""
         s = uow(write=False)
-        return {
-            "items": champion_reads.champions_of_model(s, registry.get_model(s, model)),
-            "next_page_token": None,
-        }
+        found = champion_reads.champions_of_model(s, registry.get_model(s, model))
+        return offset_page(found, args.get("page_token"), page_size(args))

@@ -30,6 +30,7 @@ from service.api.models import OutcomeSchema
 from service.artifacts import SHA256_RE, IncomingFile
 from service.db.models import MAX_ID, Evaluation, Run
 from service.errors import BadRequest, ValidationFailed
+from service.pagination import offset_page
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1", description="Runs and evaluations")
 
@@ -284,9 +285,10 @@ class Evaluations(MethodView):
         )
         return {"items": rows, "next_page_token": None}
 
+    @blp.arguments(PageArgs, location="query")
     @blp.response(200, EvaluationListSchema)
-    def get(self, run_id: int) -> Any:
+    def get(self, args: dict[str, Any], run_id: int) -> Any:
         """A run's evaluations"""
         s = uow(write=False)
         runs.get_run(s, run_id)
-        return {"items": evaluations.of_run(s, run_id), "next_page_token": None}
+        return offset_page(evaluations.of_run(s, run_id), args.get("page_token"), page_size(args))
