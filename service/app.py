@@ -80,6 +80,11 @@ def _discard_uploads(_exc: BaseException | None) -> None:
         cast(IncomingFile, incoming).discard()
 
 
+class _Api(Api):  # type: ignore[misc]
+    # Read while Api() initializes: the documented error responses must show our shape.
+    ERROR_SCHEMA = errors.ApiErrorSchema
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     app = Flask("modelreg")
@@ -99,8 +104,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         store=LocalArtifactStore(settings.resolved_artifact_root),
     )
 
-    api = Api(app, spec_kwargs={"info": {"description": "Model registry and promotion service"}})
-    api.ERROR_SCHEMA = errors.ApiErrorSchema
+    api = _Api(app, spec_kwargs={"info": {"description": "Model registry and promotion service"}})
     for blueprint in (models.blp, runs.blp, datasets.blp, champions.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)

@@ -77,3 +77,26 @@ def test_an_unreachable_database_is_503_unavailable_not_a_traceback(tmp_path: Pa
             assert "Traceback" not in response.get_data(as_text=True)
     finally:
         app.extensions["modelreg"].db.dispose()
+
+
+def test_every_documented_error_response_has_the_contract_error_shape(api: Api) -> None:
+    doc = api.get("/openapi.json").get_json()
+    schemas = doc["components"]["schemas"]
+    refs = {
+        content["schema"]["$ref"].rsplit("/", 1)[-1]
+        for response in doc["components"]["responses"].values()
+        for content in response.get("content", {}).values()
+    }
+    for path in doc["paths"].values():
+        for operation in (op for op in path.values() if isinstance(op, dict)):
+            for status, response in operation.get("responses", {}).items():
+                if status.startswith(("4", "5")) and "content" in response:
+                    refs.add(
+                        response["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]
+                    )
+
+    assert refs, "the document must declare error responses"
+    for name in refs:
+        assert set(schemas[name]["properties"]) == {"error"}, name
+        body = schemas[name]["properties"]["error"]["$ref"].rsplit("/", 1)[-1]
+        assert set(schemas[body]["properties"]) == {"code", "message", "details"}
