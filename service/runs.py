@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from service import champions, datasets, evaluations
 from service.artifacts import ArtifactStore, IncomingFile
 from service.db.models import ModelVersion, Run
 from service.db.session import Database
+from service.errors import Unavailable
 from service.pagination import Page, decode_token, encode_token
 from service.registry import get_version, lock_model
 
@@ -90,6 +91,14 @@ def create_run(
     try:
         with db.unit_of_work() as session:
             mv = get_version(session, model, version, lock_for_champions=True)
+            lock_artifact(session, blob.sha256)
+            if not store.exists(blob.sha256):
+                # Identical content was stored before us and its last run was removed
+                # (with the blob) while this upload was on its way. Nothing is kept.
+                raise Unavailable(
+                    "the stored copy of this artifact was removed concurrently; upload again",
+                    {"sha256": blob.sha256},
+                )
             run = _insert(session, mv, blob.sha256, blob.size, filename, meta)
             for i, ev in enumerate(meta.evaluations):
                 evaluations.add(
@@ -138,10 +147,26 @@ def _insert(
     return run
 
 
+def lock_artifact(session: Session, sha256: str) -> None:
+    """Serialize, per digest, new references to a blob and the blob's deletion.
+
+    A run row that will reference a blob and the removal of an unreferenced blob
+    must not interleave, or a run could end up pointing at nothing. PostgreSQL:
+    a transaction-scoped advisory lock keyed by the digest. SQLite: write
+    transactions (``BEGIN IMMEDIATE``) are already serialized.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = int(sha256[:15], 16)  # 60 bits: fits PostgreSQL's bigint key
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
 def _forget_unused_artifact(db: Database, store: ArtifactStore, sha256: str) -> None:
-    with contextlib.suppress(Exception), db.unit_of_work(write=False) as session:
+    """Delete a blob no run references; a failure here only leaves an orphan file."""
+    with contextlib.suppress(Exception), db.unit_of_work() as session:
+        lock_artifact(session, sha256)
         if session.scalar(select(Run.id).where(Run.artifact_sha256 == sha256).limit(1)) is None:
             store.delete(sha256)
+        session.commit()
 
 
 def delete_run(
