@@ -89,7 +89,9 @@ class ModelVersion(Base):
 
 class Run(Base):
     __tablename__ = "runs"
-    __table_args__ = (UniqueConstraint("version_id", "number"),)
+    # Run ids outlive runs (history, caches of /runs/{id}/artifact): SQLite must never
+    # hand a removed run's id to a new one, which it does without AUTOINCREMENT.
+    __table_args__ = (UniqueConstraint("version_id", "number"), {"sqlite_autoincrement": True})
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)

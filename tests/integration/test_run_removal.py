@@ -105,3 +105,12 @@ def test_run_numbers_are_never_reused_after_a_removal(api: Api) -> None:
     api.delete(f"/runs/{runs[2]['id']}")
 
     assert api.upload_run("m", "1", b"again").json["number"] == 4
+
+
+def test_a_removed_runs_id_is_never_given_to_a_new_run(api: Api) -> None:
+    api.post("/models", {"name": "m"})
+    api.post("/models/m/versions", {"version": "1"})
+    last = api.upload_run("m", "1", b"a").json["id"]
+    api.delete(f"/runs/{last}")
+
+    assert api.upload_run("m", "1", b"b").json["id"] > last

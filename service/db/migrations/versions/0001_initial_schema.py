@@ -143,7 +143,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['version_id'], ['model_versions.id'], name=op.f('fk_runs_version_id_model_versions')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_runs')),
-    sa.UniqueConstraint('version_id', 'number', name=op.f('uq_runs_version_id_number'))
+    sa.UniqueConstraint('version_id', 'number', name=op.f('uq_runs_version_id_number')),
+    sqlite_autoincrement=True,
     )
     with op.batch_alter_table('runs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_runs_artifact_sha256'), ['artifact_sha256'], unique=False)
