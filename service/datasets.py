@@ -47,11 +47,7 @@ def register_revision(
     digest = sha256.strip().lower()
     if not SHA256_RE.match(digest):
         raise ValidationFailed.field("sha256", "must be 64 hexadecimal characters")
-    ds = session.scalar(select(Dataset).where(Dataset.name_key == name_key(name)).with_for_update())
-    if ds is None:
-        ds = Dataset(name=name, name_key=name_key(name))
-        session.add(ds)
-        session.flush()
+    ds = _locked_dataset(session, name)
     existing = session.scalar(
         select(DatasetRevision).where(
             DatasetRevision.dataset_id == ds.id, DatasetRevision.sha256 == digest
@@ -66,12 +62,30 @@ def register_revision(
         dataset=ds, revision=(latest or 0) + 1, sha256=digest, description=description
     )
     session.add(rev)
-    try:
-        session.flush()
-    except IntegrityError:
-        raise ValidationFailed.field("name", "dataset changed concurrently; retry") from None
+    session.flush()  # the dataset row's lock makes this revision number ours
     session.commit()
     return rev, True
+
+
+def _locked_dataset(session: Session, name: str) -> Dataset:
+    """The dataset row, created if needed, locked until the end of the transaction.
+
+    Two first registrations of one name race to insert it; the loser's insert
+    fails inside a savepoint and it locks the winner's row instead.
+    """
+    query = select(Dataset).where(Dataset.name_key == name_key(name)).with_for_update()
+    ds = session.scalar(query)
+    if ds is not None:
+        return ds
+    try:
+        with session.begin_nested():
+            ds = Dataset(name=name, name_key=name_key(name))
+            session.add(ds)
+    except IntegrityError:
+        ds = session.scalar(query)
+        if ds is None:  # pragma: no cover - the winner's row cannot vanish
+            raise
+    return ds
 
 
 def resolve(session: Session, label: str, field: str = "dataset") -> DatasetRevision:

@@ -16,7 +16,7 @@ from policies import Policy, PolicyError
 from service import champion_reads, champions, datasets
 from service.db.models import Champion, Environment, PolicyRow, utcnow
 from service.errors import NotFound, PreconditionFailed, ValidationFailed
-from service.names import check_name, name_key
+from service.names import SPECIFIER_LEN, check_name, name_key
 from service.pagination import Page, offset_page
 from service.registry import get_model
 
@@ -159,6 +159,8 @@ def put_policy(
         raise ValidationFailed.field("metric", "must be a string")
     revision = datasets.resolve(session, body.dataset)
     policy = _validated(body, revision.label)
+    if len(policy.versions) > SPECIFIER_LEN:
+        raise ValidationFailed.field("versions", f"at most {SPECIFIER_LEN} characters")
     row = session.scalar(
         select(PolicyRow).where(PolicyRow.environment_id == env.id, PolicyRow.model_id == mdl.id)
     )

@@ -82,9 +82,9 @@ def record(
     session: Session, run_id: int, dataset: str, metrics: Mapping[str, float], *, actor: str
 ) -> list[Evaluation]:
     """Record reported metrics of a run and move the champions they can move."""
-    run = get_run(session, run_id)
-    model = run.model_version.model
+    model = get_run(session, run_id).model_version.model
     lock_model(session, model)
+    run = get_run(session, run_id)  # it may have been removed while we waited: 404
     rows = add(session, run, dataset, metrics)
     champions.recompute(
         session,

@@ -7,6 +7,9 @@ import re
 from policies.versions import InvalidVersionError, canonical_version, normalize_version
 from service.errors import ValidationFailed
 
+VERSION_LEN = 128  # the column's width
+SPECIFIER_LEN = 512
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 NAME_RE = re.compile(NAME_PATTERN)
 NAME_HELP = "1-100 characters: letters, digits, '.', '_' or '-', starting with a letter or digit"
@@ -26,6 +29,9 @@ def check_name(field: str, name: str) -> str:
 def parse_version_field(field: str, text: str) -> tuple[str, str]:
     """``(normalized, canonical)`` forms of a version, or a 422 naming ``field``."""
     try:
-        return normalize_version(text), canonical_version(text)
+        normalized, canonical = normalize_version(text), canonical_version(text)
     except InvalidVersionError as exc:
         raise ValidationFailed.field(field, str(exc)) from None
+    if len(normalized) > VERSION_LEN:
+        raise ValidationFailed.field(field, f"at most {VERSION_LEN} characters once normalized")
+    return normalized, canonical

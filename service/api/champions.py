@@ -210,7 +210,7 @@ def _if_match() -> int | None:
     if raw is None:
         return None
     value = raw.strip().removeprefix("W/").strip('"')
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit() and len(value) <= 18):
         raise BadRequest("If-Match must be a policy revision number", {"If-Match": raw})
     return int(value)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,5 +96,27 @@ def Name(**kwargs: Any) -> ma.fields.String:
     )
 
 
+def _storable(value: Any, path: str = "") -> None:
+    """Free-form JSON must survive storage and come back as valid JSON: no NaN or
+    Infinity anywhere (JSON has neither; PostgreSQL refuses them), no NUL character."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ma.ValidationError(f"{path or 'value'}: numbers must be finite")
+    if isinstance(value, str) and "\x00" in value:
+        raise ma.ValidationError(f"{path or 'value'}: NUL characters are not allowed")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key, path)
+            _storable(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _storable(item, f"{path}[{index}]")
+
+
 def json_dict(**kwargs: Any) -> ma.fields.Dict:
-    return ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Raw(allow_none=True), **kwargs)
+    """A free-form JSON object (tags, params, source)."""
+    return ma.fields.Dict(
+        keys=ma.fields.String(),
+        values=ma.fields.Raw(allow_none=True),
+        validate=_storable,
+        **kwargs,
+    )

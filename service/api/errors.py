@@ -12,7 +12,7 @@ from typing import Any
 
 import marshmallow as ma
 from flask import Flask, Response, jsonify
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from service import errors
@@ -109,6 +109,11 @@ def handle_database_error(exc: DBAPIError) -> Response:
         # still reaches here lost a race with a concurrent request.
         return error_response(
             409, "already_exists", "a concurrent request changed the same data; retry"
+        )
+    if isinstance(exc, DataError):
+        # A value our validation let through but the column refuses (length, NUL).
+        return error_response(
+            422, "validation_error", "a value is too long or contains characters not allowed"
         )
     if isinstance(exc, OperationalError) or exc.connection_invalidated:
         log.warning("database unavailable: %s", exc.orig)
