@@ -61,15 +61,18 @@ class Api:
         model: str,
         version: str,
         content: bytes = b"model-bytes",
-        metadata: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | str | None = None,
         filename: str = "model.joblib",
     ) -> TestResponse:
-        """Register a run the way CI does: multipart artifact + metadata JSON."""
+        """Register a run the way CI does: multipart artifact + metadata JSON.
+
+        ``metadata`` as a string is sent verbatim (for JSON that ``json.dumps`` would
+        not write, such as ``NaN``)."""
         return self.client.post(
             f"/api/v1/models/{model}/versions/{version}/runs",
             data={
                 "artifact": (io.BytesIO(content), filename),
-                "metadata": json.dumps(metadata or {}),
+                "metadata": metadata if isinstance(metadata, str) else json.dumps(metadata or {}),
             },
             content_type="multipart/form-data",
         )

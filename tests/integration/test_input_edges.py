@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 
 import pytest
 from flask import Flask
 
-from tests.integration.conftest import Api
+from tests.integration.conftest import Api, register_dataset
 
 
 def _model(api: Api) -> None:
@@ -33,14 +32,7 @@ def test_non_finite_numbers_nested_in_tags_are_refused_with_the_field_named(
 def test_a_non_finite_param_in_run_metadata_stores_no_run(api: Api) -> None:
     _model(api)
 
-    got = api.client.post(
-        "/api/v1/models/m/versions/1.0/runs",
-        data={
-            "artifact": (io.BytesIO(b"x"), "m.bin"),
-            "metadata": '{"params": {"lr": Infinity}}',
-        },
-        content_type="multipart/form-data",
-    )
+    got = api.upload_run("m", "1.0", b"x", '{"params": {"lr": Infinity}}', filename="m.bin")
 
     assert got.status_code == 422
     assert "params" in got.json["error"]["details"]
@@ -66,7 +58,7 @@ def test_a_version_too_long_once_normalized_is_refused_naming_version(api: Api) 
 
 def test_a_specifier_longer_than_storable_is_refused_naming_versions(api: Api) -> None:
     _model(api)
-    api.post("/datasets", {"name": "d", "sha256": hashlib.sha256(b"d").hexdigest()})
+    register_dataset(api, "d", b"d")
     api.put("/environments/E")
     body = {
         "versions": "<=" + "1." * 300 + "1",
@@ -83,7 +75,7 @@ def test_a_specifier_longer_than_storable_is_refused_naming_versions(api: Api) -
 
 def test_an_if_match_of_non_ascii_digits_is_a_bad_request(api: Api) -> None:
     _model(api)
-    api.post("/datasets", {"name": "d", "sha256": hashlib.sha256(b"d").hexdigest()})
+    register_dataset(api, "d", b"d")
     api.put("/environments/E")
     body = {"versions": "", "stages": ["Production"], "metric": "f1", "dataset": "d"}
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-
-from tests.integration.conftest import Api
+from tests.integration.conftest import Api, register_dataset
 
 
 def _runs(api: Api, count: int) -> list[int]:
@@ -46,7 +44,7 @@ def test_a_run_removed_between_pages_shifts_nothing_on_the_next_page(api: Api) -
 
 def test_a_runs_evaluations_come_in_pages(api: Api) -> None:
     (run,) = _runs(api, 1)
-    api.post("/datasets", {"name": "d", "sha256": hashlib.sha256(b"d").hexdigest()})
+    register_dataset(api, "d", b"d")
     metrics = {f"m{i}": i / 10 for i in range(5)}
     assert (
         api.post(f"/runs/{run}/evaluations", {"dataset": "d", "metrics": metrics}).status_code
@@ -66,7 +64,7 @@ def test_a_runs_evaluations_come_in_pages(api: Api) -> None:
 
 def test_a_models_champions_come_in_pages(api: Api) -> None:
     (run,) = _runs(api, 1)
-    api.post("/datasets", {"name": "d", "sha256": hashlib.sha256(b"d").hexdigest()})
+    register_dataset(api, "d", b"d")
     api.post(f"/runs/{run}/evaluations", {"dataset": "d", "metrics": {"f1": 0.9}})
     policy = {"versions": "", "stages": ["None"], "metric": "f1", "dataset": "d"}
     for env in ("INT", "PROD", "QA"):

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests.conftest import PG_ADMIN_URL
-from tests.integration.conftest import Api
+from tests.integration.conftest import Api, register_dataset
 
 
 def _champion_setup(api: Api) -> None:
     api.post("/models", {"name": "m"})
     api.post("/models/m/versions", {"version": "1.0"})
-    api.post("/datasets", {"name": "d", "sha256": hashlib.sha256(b"d").hexdigest()})
+    register_dataset(api, "d", b"d")
     meta = {"evaluations": [{"dataset": "d", "metrics": {"f1": 0.9}}]}
     assert api.upload_run("m", "1.0", b"x", meta).status_code == 201
     for stage in ("Staging", "Production"):

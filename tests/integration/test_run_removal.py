@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from flask import Flask
 
-from tests.integration.conftest import Api
+from tests.integration.conftest import Api, register_dataset
 
 F1_OF = {1: 0.80, 2: 0.95, 3: 0.90}
 
@@ -16,7 +15,7 @@ def _setup(api: Api) -> dict[int, int]:
     """AImodel 1.0 in Production with three evaluated runs; PROD takes it. Run ids by number."""
     api.post("/models", {"name": "AImodel"})
     api.post("/models/AImodel/versions", {"version": "1.0"})
-    api.post("/datasets", {"name": "holdout", "sha256": hashlib.sha256(b"h").hexdigest()})
+    register_dataset(api, "holdout", b"h")
     ids = {}
     for number, f1 in F1_OF.items():
         meta = {"evaluations": [{"dataset": "holdout", "metrics": {"f1": f1}}]}

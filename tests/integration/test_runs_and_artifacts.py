@@ -335,13 +335,12 @@ def test_evaluations_in_the_metadata_are_stored_and_move_the_champion_at_once(ap
 def test_a_nan_metric_in_the_metadata_is_422_and_stores_nothing(app: Flask, api: Api) -> None:
     _setup(api)
     _prod_policy(api)
-    response = api.client.post(
-        "/api/v1/models/m/versions/1.0/runs",
-        data={
-            "artifact": (io.BytesIO(b"x"), "m.pkl"),
-            "metadata": '{"evaluations": [{"dataset": "holdout", "metrics": {"f1": NaN}}]}',
-        },
-        content_type="multipart/form-data",
+    response = api.upload_run(
+        "m",
+        "1.0",
+        b"x",
+        '{"evaluations": [{"dataset": "holdout", "metrics": {"f1": NaN}}]}',
+        filename="m.pkl",
     )
     assert_error(response, 422, "validation_error", "evaluations")
     assert _runs_of(api) == []
