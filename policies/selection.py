@@ -23,6 +23,8 @@ from policies.versions import in_tolerance, parse_version
 # larger operand (0.9 - 0.8 == 0.09999999999999998). An improvement short of
 # min_improvement by less than that is rounding, not a shortfall.
 _ROUNDING_ULPS = 4 * sys.float_info.epsilon
+# A reported value further than this from the verified one is flagged.
+MISMATCH_TOLERANCE = 1e-6
 
 
 class Reason(StrEnum):
@@ -34,6 +36,10 @@ class Reason(StrEnum):
     NOT_EVALUATED = "not_evaluated"
     UNVERIFIED = "unverified"
     BELOW_MIN_VALUE = "below_min_value"
+
+    # A warning, not an exclusion: the run's reported value disagrees with the
+    # value the service computed itself (which is the one that counts).
+    REPORTED_MISMATCH = "reported_mismatch"
 
     BEST = "best"
     INCUMBENT_KEPT = "incumbent_kept"
@@ -59,12 +65,16 @@ class Candidate:
 
 @dataclass(frozen=True)
 class Assessment:
-    """A candidate judged against a policy; ``rank`` is 1-based among eligible runs."""
+    """A candidate judged against a policy; ``rank`` is 1-based among eligible runs.
+
+    ``reasons`` are why it is excluded (none: eligible); ``warnings`` never exclude.
+    """
 
     candidate: Candidate
     value: float | None
     reasons: tuple[Reason, ...]
     rank: int | None = None
+    warnings: tuple[Reason, ...] = ()
 
     @property
     def eligible(self) -> bool:
@@ -130,7 +140,27 @@ def assess(policy: Policy, candidate: Candidate) -> Assessment:
         reasons.append(Reason.UNVERIFIED if unverified_only else Reason.NOT_EVALUATED)
     elif not policy.reaches_min_value(value):
         reasons.append(Reason.BELOW_MIN_VALUE)
-    return Assessment(candidate=c, value=value, reasons=tuple(reasons))
+    return Assessment(candidate=c, value=value, reasons=tuple(reasons), warnings=_warnings(c))
+
+
+def _warnings(c: Candidate) -> tuple[Reason, ...]:
+    """``reported_mismatch`` when both values exist and differ by more than 1e-6.
+
+    >>> [str(w) for w in _warnings(Candidate(1, "1.0", 1, "Staging", 0.9, 0.8))]
+    ['reported_mismatch']
+    >>> _warnings(Candidate(1, "1.0", 1, "Staging", 0.9, 0.9 + 1e-7))
+    ()
+    >>> _warnings(Candidate(1, "1.0", 1, "Staging", 0.9))  # nothing verified to compare
+    ()
+    """
+    verified, reported = _finite(c.verified), _finite(c.reported)
+    if (
+        verified is not None
+        and reported is not None
+        and abs(verified - reported) > MISMATCH_TOLERANCE
+    ):
+        return (Reason.REPORTED_MISMATCH,)
+    return ()
 
 
 def _rank_key(policy: Policy, a: Assessment) -> tuple[float, Version, int, int]:
@@ -191,7 +221,8 @@ def select(
         (a for a in assessed if a.eligible), key=lambda a: _rank_key(policy, a), reverse=True
     )
     ranked = tuple(
-        Assessment(a.candidate, a.value, a.reasons, rank=i) for i, a in enumerate(eligible, 1)
+        Assessment(a.candidate, a.value, a.reasons, rank=i, warnings=a.warnings)
+        for i, a in enumerate(eligible, 1)
     )
     excluded = tuple(
         sorted(

@@ -7,7 +7,7 @@ from typing import IO, Any, cast
 from flask import Flask, Request, request
 from flask_smorest import Api
 
-from service.api import auth, champions, datasets, errors, health, models, runs
+from service.api import auth, champions, datasets, errors, health, jobs, models, runs
 from service.api.common import Context, close_sessions, ctx
 from service.artifacts import IncomingFile, LocalArtifactStore
 from service.config import Settings, load_settings
@@ -33,9 +33,17 @@ class UploadRequest(Request):
         content_length: int | None = None,
     ) -> IO[bytes]:
         c = ctx()
-        incoming = c.store.begin_upload(c.settings.max_artifact_bytes)
+        incoming = c.store.begin_upload(_max_file_bytes(self))
         self.__dict__.setdefault("incoming_files", []).append(incoming)
         return cast(IO[bytes], incoming)
+
+
+def _max_file_bytes(req: Request) -> int:
+    """The size limit of an uploaded file: dataset content has its own."""
+    settings = ctx().settings
+    if req.endpoint == datasets.UPLOAD_ENDPOINT:
+        return settings.max_dataset_bytes
+    return settings.max_artifact_bytes
 
 
 def _too_large(limit: int) -> Any:
@@ -50,7 +58,7 @@ def _limit_body() -> Any:
         return None  # the serving layers' polls: nothing to check
     settings = ctx().settings
     if request.mimetype == "multipart/form-data":
-        request.max_content_length = settings.max_artifact_bytes + MULTIPART_OVERHEAD
+        request.max_content_length = _max_file_bytes(request) + MULTIPART_OVERHEAD
     else:
         request.max_content_length = settings.max_json_bytes
     has_body = bool(request.content_length) or "chunked" in request.headers.get(
@@ -105,7 +113,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     api = _Api(app, spec_kwargs={"info": {"description": "Model registry and promotion service"}})
-    for blueprint in (models.blp, runs.blp, datasets.blp, champions.blp):
+    for blueprint in (models.blp, runs.blp, datasets.blp, champions.blp, jobs.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
 

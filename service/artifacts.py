@@ -68,7 +68,7 @@ class IncomingFile:
         self.size += len(data)
         if self.size > self._max:
             raise PayloadTooLarge(
-                f"artifact is larger than the limit of {self._max} bytes",
+                f"the uploaded file is larger than the limit of {self._max} bytes",
                 {"limit": self._max},
             )
         self._hash.update(data)

@@ -148,6 +148,9 @@ def explain(session: Session, row: PolicyRow) -> dict[str, Any]:
                 "eligible": a.eligible,
                 "rank": a.rank,
                 "reasons": [str(r) for r in a.reasons],
+                "warnings": [str(w) for w in a.warnings],
+                "reported": a.candidate.reported,
+                "verified": a.candidate.verified,
             }
             for a in decision.assessments
         ],

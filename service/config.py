@@ -42,6 +42,17 @@ class Settings:
     workers: int
     threads: int
     access_log: bool
+    max_dataset_bytes: int
+    max_dataset_rows: int
+    max_dataset_columns: int
+    evaluation_timeout: int
+    evaluation_cpu_seconds: int
+    evaluation_memory_mb: int
+    job_lease_seconds: int
+    job_max_attempts: int
+    worker_poll_ms: int
+    serve_worker: str
+    skops_trusted_types: str
 
     @property
     def resolved_database_url(self) -> str:
@@ -58,6 +69,16 @@ class Settings:
     @property
     def is_embedded(self) -> bool:
         return self.resolved_database_url.startswith("sqlite")
+
+    @property
+    def skops_trusted(self) -> tuple[str, ...]:
+        """``skops_trusted_types``, comma-separated, as a tuple."""
+        return tuple(t.strip() for t in self.skops_trusted_types.split(",") if t.strip())
+
+    @property
+    def runs_worker_in_serve(self) -> bool:
+        """``serve_worker``: ``auto`` runs one evaluation worker beside the embedded default."""
+        return self.serve_worker == "true" or (self.serve_worker == "auto" and self.is_embedded)
 
 
 _BOOLEANS = {
@@ -108,6 +129,31 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             values[name] = env[f"{ENV_PREFIX}{name.upper()}"]
     values.update({k: v for k, v in overrides.items() if v is not None})
     pytypes = {"str": str, "int": int, "bool": bool}
-    return Settings(
+    settings = Settings(
         **{name: _coerce(name, values[name], pytypes[str(kinds[name])]) for name in kinds}
     )
+    _check(settings)
+    return settings
+
+
+_POSITIVE = (
+    "max_dataset_bytes",
+    "max_dataset_rows",
+    "max_dataset_columns",
+    "evaluation_timeout",
+    "evaluation_cpu_seconds",
+    "evaluation_memory_mb",
+    "job_lease_seconds",
+    "job_max_attempts",
+    "worker_poll_ms",
+)
+
+
+def _check(settings: Settings) -> None:
+    for name in _POSITIVE:
+        if getattr(settings, name) < 1:
+            raise ConfigError(f"setting {name!r} must be at least 1, got {getattr(settings, name)}")
+    if settings.serve_worker not in ("auto", "true", "false"):
+        raise ConfigError(
+            f"setting 'serve_worker' must be auto, true or false, got {settings.serve_worker!r}"
+        )

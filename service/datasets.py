@@ -1,16 +1,25 @@
-"""External test sets: named datasets with numbered, immutable revisions."""
+"""External test sets: named datasets with numbered, immutable revisions.
+
+A revision is registered by the digest of its content alone (it then serves
+reported metrics), or with the content itself: a CSV file validated by
+``service.dataset_content`` and kept in the artifact store under its sha256, so
+that the service can evaluate runs on it.
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from service.artifacts import SHA256_RE
-from service.db.models import Dataset, DatasetRevision
-from service.errors import NotFound, ValidationFailed
+from service import blobs, dataset_content
+from service.artifacts import SHA256_RE, ArtifactStore, IncomingFile
+from service.db.models import Dataset, DatasetRevision, PolicyRow, RegisteredModel
+from service.db.session import Database
+from service.errors import AlreadyExists, NotFound, Unavailable, ValidationFailed
 from service.names import check_name, name_key
 from service.pagination import Page, offset_page
 
@@ -27,6 +36,36 @@ def get_dataset(session: Session, name: str) -> Dataset:
     if ds is None:
         raise NotFound(f"dataset {name!r} not found", {"dataset": name})
     return ds
+
+
+def get_revision(session: Session, name: str, revision: int) -> DatasetRevision:
+    """One revision of a dataset (404 for an unknown dataset or revision)."""
+    ds = session.scalar(select(Dataset).where(Dataset.name_key == name_key(name)))
+    if ds is None:
+        raise NotFound(f"dataset {name!r} not found", {"dataset": name})
+    found = session.scalar(
+        select(DatasetRevision).where(
+            DatasetRevision.dataset_id == ds.id, DatasetRevision.revision == revision
+        )
+    )
+    if found is None:
+        raise NotFound(
+            f"dataset {ds.name!r} has no revision {revision}",
+            {"dataset": ds.name, "revision": revision},
+        )
+    return found
+
+
+def get_content(session: Session, name: str, revision: int) -> DatasetRevision:
+    """A revision whose content the store holds (404 when it was registered by digest)."""
+    found = get_revision(session, name, revision)
+    if not found.has_content:
+        raise NotFound(
+            f"dataset revision {found.label} was registered by its sha256 only; "
+            "it has no content to download",
+            {"dataset": found.dataset.name, "revision": revision, "has_content": False},
+        )
+    return found
 
 
 def list_datasets(session: Session, page_token: str | None, page_size: int) -> Page[Dataset]:
@@ -113,3 +152,153 @@ def resolve(session: Session, label: str, field: str = "dataset") -> DatasetRevi
             f"dataset {ds.name!r} has no revision {rev}" if rev else f"{ds.name!r} has no revision",
         )
     return found
+
+
+@dataclass(frozen=True)
+class ContentInput:
+    """What a content upload says about its file."""
+
+    name: str
+    target: str
+    task: str
+    description: str = ""
+
+
+def upload_revision(
+    db: Database,
+    store: ArtifactStore,
+    upload: IncomingFile,
+    meta: ContentInput,
+    *,
+    max_rows: int,
+    max_columns: int,
+    actor: str = "",
+    job_attempts: int = 3,
+) -> tuple[int, bool]:
+    """Register a revision with its content. Returns ``(revision number, created)``.
+
+    The same bytes again return their revision (a 409 when they were uploaded with
+    another target or task); bytes registered by digest alone gain their content.
+    The file is validated before it is moved into the store, and the row is written
+    after; a blob stored for a row that could not be written is removed again
+    unless something else references it.
+    """
+    check_name("name", meta.name)
+    if meta.task not in dataset_content.TASKS:
+        raise ValidationFailed.field("task", f"must be one of {', '.join(dataset_content.TASKS)}")
+    upload.flush()
+    digest = upload.sha256
+    with db.unit_of_work(write=False) as session:
+        # Content is immutable once attached: the same bytes need no second look.
+        known = _revision_by_digest(session, meta.name, digest)
+        if known is not None and known.has_content:
+            _check_same_use(known, meta)
+            return known.revision, False
+    info = dataset_content.inspect(
+        upload.path, meta.target, meta.task, max_rows=max_rows, max_columns=max_columns
+    )
+    blob = store.commit(upload)
+    try:
+        with db.unit_of_work() as session:
+            ds = _locked_dataset(session, meta.name)
+            blobs.lock_artifact(session, blob.sha256)
+            if not store.exists(blob.sha256):
+                # Identical bytes were stored before us and their last user was removed
+                # (with the blob) while this upload was on its way. Nothing is kept.
+                raise Unavailable(
+                    "the stored copy of this content was removed concurrently; upload again",
+                    {"sha256": blob.sha256},
+                )
+            rev = session.scalar(
+                select(DatasetRevision).where(
+                    DatasetRevision.dataset_id == ds.id, DatasetRevision.sha256 == blob.sha256
+                )
+            )
+            created = rev is None
+            if rev is None:
+                latest = session.scalar(
+                    select(func.max(DatasetRevision.revision)).where(
+                        DatasetRevision.dataset_id == ds.id
+                    )
+                )
+                rev = DatasetRevision(
+                    dataset=ds,
+                    revision=(latest or 0) + 1,
+                    sha256=blob.sha256,
+                    description=meta.description,
+                )
+                session.add(rev)
+            elif rev.has_content:
+                _check_same_use(rev, meta)  # a concurrent upload of the same bytes won
+            elif meta.description and not rev.description:
+                rev.description = meta.description
+            attached = not created and not rev.has_content
+            if not rev.has_content:
+                rev.has_content = True
+                rev.target = meta.target
+                rev.task = meta.task
+                rev.content_format = info.format
+                rev.size = blob.size
+                rev.row_count = info.row_count
+                rev.columns = info.columns
+            session.flush()
+            if attached:
+                _schedule_named(session, rev, actor=actor, job_attempts=job_attempts)
+            number = rev.revision
+            session.commit()
+            return number, created
+    except BaseException:
+        if blob.created:
+            blobs.forget_if_unused(db, store, blob.sha256)
+        raise
+
+
+def _revision_by_digest(session: Session, name: str, digest: str) -> DatasetRevision | None:
+    return session.scalar(
+        select(DatasetRevision)
+        .join(Dataset)
+        .where(Dataset.name_key == name_key(name), DatasetRevision.sha256 == digest)
+    )
+
+
+def _check_same_use(rev: DatasetRevision, meta: ContentInput) -> None:
+    """Identical bytes are one revision: they cannot come back with another target or task."""
+    if (rev.target, rev.task) != (meta.target, meta.task):
+        raise AlreadyExists(
+            f"dataset revision {rev.label} holds this content with target {rev.target!r} "
+            f"({rev.task}); it cannot be registered again with target {meta.target!r} "
+            f"({meta.task})",
+            {
+                "revision": rev.label,
+                "target": rev.target,
+                "task": rev.task,
+                "sha256": rev.sha256,
+            },
+        )
+
+
+def _schedule_named(
+    session: Session, revision: DatasetRevision, *, actor: str, job_attempts: int
+) -> None:
+    """Content arrived for a revision that policies may already name: score their runs.
+
+    Each model's lock keeps a run registered meanwhile from slipping between its own
+    trigger (which saw no content yet) and this one.
+    """
+    from service import jobs  # jobs resolves dataset labels through this module
+    from service.registry import lock_model
+
+    naming = select(PolicyRow.model_id).where(PolicyRow.dataset_revision_id == revision.id)
+    models = session.scalars(
+        select(RegisteredModel).where(RegisteredModel.id.in_(naming)).order_by(RegisteredModel.id)
+    ).all()
+    for model in models:
+        lock_model(session, model)
+        jobs.schedule_for_revision(
+            session,
+            model.id,
+            revision,
+            trigger="dataset_content",
+            actor=actor,
+            max_attempts=job_attempts,
+        )

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policies import Policy, PolicyError
-from service import champion_reads, champions, datasets
+from service import champion_reads, champions, datasets, jobs
 from service.db.models import Champion, Environment, PolicyRow, utcnow
 from service.errors import NotFound, PreconditionFailed, ValidationFailed
 from service.names import SPECIFIER_LEN, check_name, name_key
@@ -128,6 +128,7 @@ class PolicyChange:
     before: dict[str, Any] | None
     after: dict[str, Any] | None
     eligible_count: int
+    evaluations_scheduled: int = 0
 
     @property
     def champion_changed(self) -> bool:
@@ -146,6 +147,7 @@ def put_policy(
     if_match: int | None,
     actor: str,
     dry_run: bool = False,
+    job_attempts: int = 3,
 ) -> PolicyChange:
     """Create or replace a policy and recompute that environment's champion.
 
@@ -183,6 +185,7 @@ def put_policy(
         "require_verified": policy.require_verified,
     }
     created = row is None
+    names_new_revision = row is None or row.dataset_revision_id != revision.id
     if row is None:
         row = PolicyRow(environment=env, model=mdl, revision=1, **values)
         session.add(row)
@@ -196,6 +199,12 @@ def put_policy(
         row.updated_by = actor
         row.updated_at = utcnow()
     session.flush()
+    scheduled = 0
+    if names_new_revision:
+        # Every run of the model gets scored on the revision the policy now names.
+        scheduled = jobs.schedule_for_revision(
+            session, mdl.id, revision, trigger="policy", actor=actor, max_attempts=job_attempts
+        )
     champions.recompute(
         session,
         mdl,
@@ -207,7 +216,7 @@ def put_policy(
     )
     after = champion_reads.stored_champion(session, env.id, mdl.id)
     eligible = len(champions.decide(session, row, policy).ranked)
-    result = PolicyChange(row, created, changed, before, after, eligible)
+    result = PolicyChange(row, created, changed, before, after, eligible, scheduled)
     if not dry_run:
         session.commit()
     return result
@@ -227,4 +236,5 @@ def plan(
         "changes": before_run != after_run,
         "eligible_count": change.eligible_count,
         "would_leave_no_model": before_run is not None and after_run is None,
+        "evaluations_scheduled": change.evaluations_scheduled,
     }

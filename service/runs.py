@@ -1,22 +1,22 @@
 """Runs: trained instances of a version, each with a complete artifact.
 
 A run row is written only after its artifact is complete and in place; if the
-row cannot be written, an artifact that this request stored and that no run
-uses is removed again, so a failed upload leaves nothing behind.
+row cannot be written, an artifact that this request stored and that nothing
+references (no run, no dataset revision's content) is removed again, so a failed
+upload leaves nothing behind.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePath
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import champions, datasets, evaluations
+from service import blobs, champions, datasets, evaluations, jobs
 from service.artifacts import ArtifactStore, IncomingFile
 from service.db.models import ModelVersion, Run
 from service.db.session import Database
@@ -80,7 +80,13 @@ def create_run(
     meta: RunInput,
     *,
     actor: str,
+    job_attempts: int = 3,
 ) -> Run:
+    """Store the artifact, then the run with its reported evaluations, in one transaction.
+
+    The same transaction schedules the server-side evaluations of the run on every
+    dataset revision (with content) that a policy of its model names.
+    """
     # Fail fast on a wrong path or dataset before the artifact is moved into place.
     with db.unit_of_work(write=False) as session:
         get_version(session, model, version)
@@ -91,7 +97,7 @@ def create_run(
     try:
         with db.unit_of_work() as session:
             mv = get_version(session, model, version, lock_for_champions=True)
-            lock_artifact(session, blob.sha256)
+            blobs.lock_artifact(session, blob.sha256)
             if not store.exists(blob.sha256):
                 # Identical content was stored before us and its last run was removed
                 # (with the blob) while this upload was on its way. Nothing is kept.
@@ -104,6 +110,9 @@ def create_run(
                 evaluations.add(
                     session, run, ev["dataset"], ev["metrics"], field=f"evaluations.{i}.dataset"
                 )
+            jobs.schedule_for_run(
+                session, run, trigger="run_registered", actor=actor, max_attempts=job_attempts
+            )
             if meta.evaluations:
                 champions.recompute(
                     session,
@@ -116,7 +125,7 @@ def create_run(
             return run
     except BaseException:
         if blob.created:
-            _forget_unused_artifact(db, store, blob.sha256)
+            blobs.forget_if_unused(db, store, blob.sha256)
         raise
 
 
@@ -147,28 +156,6 @@ def _insert(
     return run
 
 
-def lock_artifact(session: Session, sha256: str) -> None:
-    """Serialize, per digest, new references to a blob and the blob's deletion.
-
-    A run row that will reference a blob and the removal of an unreferenced blob
-    must not interleave, or a run could end up pointing at nothing. PostgreSQL:
-    a transaction-scoped advisory lock keyed by the digest. SQLite: write
-    transactions (``BEGIN IMMEDIATE``) are already serialized.
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        key = int(sha256[:15], 16)  # 60 bits: fits PostgreSQL's bigint key
-        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
-
-
-def _forget_unused_artifact(db: Database, store: ArtifactStore, sha256: str) -> None:
-    """Delete a blob no run references; a failure here only leaves an orphan file."""
-    with contextlib.suppress(Exception), db.unit_of_work() as session:
-        lock_artifact(session, sha256)
-        if session.scalar(select(Run.id).where(Run.artifact_sha256 == sha256).limit(1)) is None:
-            store.delete(sha256)
-        session.commit()
-
-
 def delete_run(
     db: Database,
     store: ArtifactStore,
@@ -182,7 +169,7 @@ def delete_run(
 
     Refused with ``would_leave_no_model`` when an environment would be left
     without a champion, unless ``force``. The artifact is deleted when no other
-    run shares its content.
+    run, and no dataset revision's content, shares its bytes.
     """
     with db.unit_of_work() as session:
         run = get_run(session, run_id)
@@ -199,9 +186,10 @@ def delete_run(
             force=force,
             removing=run_id,
         )
+        jobs.cancel_for_run(session, run_id, "run removed")
         session.delete(run)
         session.commit()
-    _forget_unused_artifact(db, store, sha256)
+    blobs.forget_if_unused(db, store, sha256)
     return outcomes
 
 

@@ -121,6 +121,9 @@ class PolicyResultSchema(PolicySchema):
 
     champion = ma.fields.Nested(ChampionSchema, allow_none=True, attribute="after")
     champion_changed = ma.fields.Boolean()
+    evaluations_scheduled = ma.fields.Integer(
+        metadata={"description": "server-side evaluations this change queued"}
+    )
 
 
 class PlanSchema(ma.Schema):
@@ -129,6 +132,9 @@ class PlanSchema(ma.Schema):
     changes = ma.fields.Boolean()
     eligible_count = ma.fields.Integer()
     would_leave_no_model = ma.fields.Boolean()
+    evaluations_scheduled = ma.fields.Integer(
+        metadata={"description": "server-side evaluations the change would queue"}
+    )
 
 
 class CandidateSchema(ma.Schema):
@@ -139,7 +145,13 @@ class CandidateSchema(ma.Schema):
     value = ma.fields.Float(allow_none=True)
     eligible = ma.fields.Boolean()
     rank = ma.fields.Integer(allow_none=True)
-    reasons = ma.fields.List(ma.fields.String())
+    reasons = ma.fields.List(ma.fields.String(), metadata={"description": "why it is excluded"})
+    warnings = ma.fields.List(
+        ma.fields.String(),
+        metadata={"description": "never exclude; reported_mismatch: reported != verified"},
+    )
+    reported = ma.fields.Float(allow_none=True)
+    verified = ma.fields.Float(allow_none=True)
 
 
 class ExplainSchema(ma.Schema):
@@ -272,7 +284,13 @@ class PolicyView(MethodView):
     def put(self, body: dict[str, Any], env: str, model: str) -> Any:
         """Create or replace a policy (If-Match: <revision> when replacing)"""
         change = environments.put_policy(
-            uow(write=True), env, model, _policy_input(body), if_match=_if_match(), actor=actor()
+            uow(write=True),
+            env,
+            model,
+            _policy_input(body),
+            if_match=_if_match(),
+            actor=actor(),
+            job_attempts=ctx().settings.job_max_attempts,
         )
         return change, 201 if change.created else 200, {"ETag": f'"{change.policy.revision}"'}
 

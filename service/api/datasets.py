@@ -1,19 +1,43 @@
-"""External test sets, registered by name and content digest."""
+"""External test sets: registered by digest, or uploaded with their content."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import marshmallow as ma
+from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
+from werkzeug.wsgi import wrap_file
 
-from service import datasets
-from service.api.common import Name, PageArgs, UtcDateTime, list_schema, page_size, uow
+from service import dataset_content, datasets
+from service.api.common import (
+    Name,
+    PageArgs,
+    UtcDateTime,
+    actor,
+    ctx,
+    list_schema,
+    page_size,
+    uow,
+)
 from service.api.errors import ApiErrorSchema
-from service.artifacts import SHA256_RE
+from service.api.runs import content_disposition
+from service.artifacts import SHA256_RE, IncomingFile
+from service.db.models import MAX_ID, DatasetRevision
+from service.errors import BadRequest, ValidationFailed
 
 blp = Blueprint("datasets", __name__, url_prefix="/api/v1", description="External test sets")
+
+# The endpoint whose file parts are dataset content (``service.app`` sizes uploads by it).
+UPLOAD_ENDPOINT = "datasets.Datasets"
+
+
+def _no_nul(value: str) -> None:
+    # PostgreSQL cannot store NUL in text columns.
+    if "\x00" in value:
+        raise ma.ValidationError("NUL characters are not allowed")
 
 
 class DatasetCreateSchema(ma.Schema):
@@ -22,7 +46,26 @@ class DatasetCreateSchema(ma.Schema):
         required=True,
         validate=ma.validate.Regexp(f"(?i){SHA256_RE.pattern}", error="64 hexadecimal characters"),
     )
-    description = ma.fields.String(load_default="")
+    description = ma.fields.String(load_default="", validate=_no_nul)
+
+
+class DatasetUploadSchema(ma.Schema):
+    """The ``metadata`` part of a content upload."""
+
+    name = Name(required=True)
+    target = ma.fields.String(
+        required=True,
+        validate=[ma.validate.Length(min=1, max=255), _no_nul],
+        metadata={"description": "the label column; every other column is a feature"},
+    )
+    task = ma.fields.String(required=True, validate=ma.validate.OneOf(dataset_content.TASKS))
+    description = ma.fields.String(load_default="", validate=_no_nul)
+
+
+def _content_url(r: DatasetRevision) -> str | None:
+    if not r.has_content:
+        return None
+    return f"/api/v1/datasets/{r.dataset.name}/revisions/{r.revision}/content"
 
 
 class RevisionSchema(ma.Schema):
@@ -32,6 +75,18 @@ class RevisionSchema(ma.Schema):
     sha256 = ma.fields.String()
     description = ma.fields.String()
     created_at = UtcDateTime()
+    has_content = ma.fields.Boolean(
+        metadata={"description": "false: registered by sha256 only (reported metrics)"}
+    )
+    target = ma.fields.String(allow_none=True)
+    task = ma.fields.String(allow_none=True)
+    format = ma.fields.String(
+        attribute="content_format", allow_none=True, metadata={"description": "csv or csv.gz"}
+    )
+    size = ma.fields.Integer(allow_none=True, metadata={"description": "bytes as uploaded"})
+    row_count = ma.fields.Integer(allow_none=True)
+    columns = ma.fields.List(ma.fields.String(), allow_none=True)
+    content_url = ma.fields.Function(_content_url, allow_none=True)
 
 
 class DatasetSchema(ma.Schema):
@@ -44,20 +99,99 @@ class DatasetSchema(ma.Schema):
 
 DatasetListSchema = list_schema(DatasetSchema, "DatasetList")
 
+_CREATE_DOC = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": DatasetCreateSchema},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["file", "metadata"],
+                    "properties": {
+                        "file": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "CSV with a header row, UTF-8, or gzip'd CSV",
+                        },
+                        "metadata": DatasetUploadSchema,
+                    },
+                },
+                "encoding": {"metadata": {"contentType": "application/json"}},
+            },
+        },
+    }
+}
+
+
+def _upload_metadata() -> datasets.ContentInput:
+    raw: Any = request.form.get("metadata")
+    if raw is None and "metadata" in request.files:
+        raw = request.files["metadata"].read().decode("utf-8", "replace")
+    if not raw:
+        raise ValidationFailed.field(
+            "metadata", "a part named 'metadata' holding {name, target, task} is required"
+        )
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise BadRequest("metadata is not valid JSON", {"metadata": ["invalid JSON"]}) from None
+    if not isinstance(data, dict):
+        raise ValidationFailed.field("metadata", "must be a JSON object")
+    try:
+        loaded = DatasetUploadSchema().load(data)
+    except ma.ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"metadata": exc.messages}
+        raise ValidationFailed(
+            "invalid dataset metadata: " + ", ".join(sorted(map(str, messages))), messages
+        ) from None
+    return datasets.ContentInput(**loaded)
+
 
 @blp.route("/datasets")
 class Datasets(MethodView):
-    @blp.arguments(DatasetCreateSchema)
+    @blp.doc(**_CREATE_DOC)
     @blp.response(201, RevisionSchema)
     @blp.alt_response(
         200, schema=RevisionSchema, description="identical content: existing revision"
     )
-    def post(self, body: dict[str, Any]) -> Any:
-        """Register a dataset revision by name and sha256"""
+    @blp.alt_response(400, schema=ApiErrorSchema)
+    @blp.alt_response(409, schema=ApiErrorSchema)
+    @blp.alt_response(413, schema=ApiErrorSchema)
+    @blp.alt_response(422, schema=ApiErrorSchema)
+    def post(self) -> Any:
+        """Register a dataset revision: JSON `{name, sha256}`, or multipart `file` + `metadata`
+
+        JSON registers a revision by its digest alone (for reported metrics). Multipart
+        uploads the content, a CSV file (plain or gzip'd) with a header row, with
+        `metadata` `{name, target, task, description?}`; the service validates it and
+        can then evaluate runs on it. Identical bytes again answer 200 with their revision.
+        """
+        if request.mimetype == "multipart/form-data":
+            return self._upload()
+        body = blp.ARGUMENTS_PARSER.parse(DatasetCreateSchema(), location="json")
         rev, created = datasets.register_revision(
             uow(write=True), body["name"], body["sha256"], body["description"]
         )
         return rev, 201 if created else 200
+
+    def _upload(self) -> Any:
+        meta = _upload_metadata()
+        part = request.files.get("file")
+        if part is None or not isinstance(part.stream, IncomingFile):
+            raise ValidationFailed.field("file", "a file part named 'file' is required")
+        c = ctx()
+        number, created = datasets.upload_revision(
+            c.db,
+            c.store,
+            part.stream,
+            meta,
+            max_rows=c.settings.max_dataset_rows,
+            max_columns=c.settings.max_dataset_columns,
+            actor=actor(),
+            job_attempts=c.settings.job_max_attempts,
+        )
+        return datasets.get_revision(uow(write=False), meta.name, number), 201 if created else 200
 
     @blp.arguments(PageArgs, location="query")
     @blp.response(200, DatasetListSchema)
@@ -73,3 +207,44 @@ class DatasetView(MethodView):
     def get(self, name: str) -> Any:
         """A dataset with its revisions"""
         return datasets.get_dataset(uow(write=False), name)
+
+
+_REVISION = f"/datasets/<name>/revisions/<int(min=1, max={MAX_ID}):rev>"
+
+
+@blp.route(_REVISION)
+class RevisionView(MethodView):
+    @blp.response(200, RevisionSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    def get(self, name: str, rev: int) -> Any:
+        """One revision of a dataset"""
+        return datasets.get_revision(uow(write=False), name, rev)
+
+
+@blp.route(f"{_REVISION}/content")
+class RevisionContentView(MethodView):
+    @blp.response(200, description="The content as uploaded (ETag = sha256)")
+    @blp.alt_response(304, description="Not modified")
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    def get(self, name: str, rev: int) -> Response:
+        """Download a revision's content (404 when it was registered by digest only)"""
+        c = ctx()
+        revision = datasets.get_content(uow(write=False), name, rev)
+        fmt = revision.content_format or "csv"
+        size = int(revision.size or 0)
+        response = Response(
+            wrap_file(request.environ, c.store.open(revision.sha256)),
+            mimetype=dataset_content.media_type(fmt),
+            direct_passthrough=True,
+        )
+        response.content_length = size
+        response.headers["Content-Disposition"] = content_disposition(
+            f"{revision.label}{dataset_content.file_extension(fmt)}"
+        )
+        # Content-addressed and immutable: a revision's bytes never change.
+        response.cache_control.max_age = 31536000
+        response.cache_control.immutable = True
+        response.set_etag(revision.sha256)
+        return response.make_conditional(  # type: ignore[return-value]
+            request, accept_ranges=True, complete_length=size
+        )

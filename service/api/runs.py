@@ -13,7 +13,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from werkzeug.wsgi import wrap_file
 
-from service import evaluations, runs
+from service import evaluations, jobs, runs
 from service.api.common import (
     Name,
     PageArgs,
@@ -26,9 +26,10 @@ from service.api.common import (
     uow,
 )
 from service.api.errors import ApiErrorSchema, error_response
+from service.api.jobs import JobSchema
 from service.api.models import OutcomeSchema
 from service.artifacts import SHA256_RE, IncomingFile
-from service.db.models import MAX_ID, Evaluation, Run
+from service.db.models import MAX_ID, Evaluation, Job, Run
 from service.errors import BadRequest, ValidationFailed
 from service.pagination import offset_page
 
@@ -100,6 +101,9 @@ class RunSchema(ma.Schema):
 
 class RunDetailSchema(RunSchema):
     evaluations = ma.fields.List(ma.fields.Nested(EvaluationSchema))
+    pending_jobs = ma.fields.List(
+        ma.fields.Nested(JobSchema), metadata={"description": "evaluations pending or running"}
+    )
 
 
 @dataclass(frozen=True)
@@ -108,6 +112,7 @@ class RunDetail:
 
     run: Run
     evaluations: list[Evaluation]
+    pending_jobs: list[Job]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.run, name)
@@ -161,7 +166,7 @@ def _metadata() -> runs.RunInput:
 @blp.route("/models/<model>/versions/<version>/runs")
 class Runs(MethodView):
     @blp.doc(**_MULTIPART_DOC)
-    @blp.response(201, RunSchema)
+    @blp.response(201, RunDetailSchema)
     @blp.alt_response(404, schema=ApiErrorSchema)
     @blp.alt_response(413, schema=ApiErrorSchema)
     @blp.alt_response(422, schema=ApiErrorSchema)
@@ -175,9 +180,20 @@ class Runs(MethodView):
             raise ValidationFailed.field("artifact", "a file part named 'artifact' is required")
         c = ctx()
         run = runs.create_run(
-            c.db, c.store, model, version, part.stream, part.filename, meta, actor=actor()
+            c.db,
+            c.store,
+            model,
+            version,
+            part.stream,
+            part.filename,
+            meta,
+            actor=actor(),
+            job_attempts=c.settings.job_max_attempts,
         )
-        return runs.get_run(uow(write=False), run.id)
+        s = uow(write=False)
+        return RunDetail(
+            runs.get_run(s, run.id), evaluations.of_run(s, run.id), jobs.active_of_run(s, run.id)
+        )
 
     @blp.arguments(PageArgs, location="query")
     @blp.response(200, RunListSchema)
@@ -241,7 +257,9 @@ class RunView(MethodView):
     def get(self, run_id: int) -> Any:
         """A run, with its evaluations"""
         s = uow(write=False)
-        return RunDetail(runs.get_run(s, run_id), evaluations.of_run(s, run_id))
+        return RunDetail(
+            runs.get_run(s, run_id), evaluations.of_run(s, run_id), jobs.active_of_run(s, run_id)
+        )
 
 
 @blp.route(f"/runs/<int(min=1, max={MAX_ID}):run_id>/artifact")

@@ -132,6 +132,15 @@ class DatasetRevision(Base):
     sha256: Mapped[str] = mapped_column(String(64))
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Set when the content itself was uploaded (the artifact store holds it under its
+    # sha256); a revision registered by digest alone serves reported metrics only.
+    has_content: Mapped[bool] = mapped_column(Boolean, default=False)
+    target: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    task: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    content_format: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    row_count: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    columns: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
 
     dataset: Mapped[Dataset] = relationship(back_populates="revisions")
 
@@ -158,6 +167,46 @@ class Evaluation(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     run: Mapped[Run] = relationship()
+    dataset_revision: Mapped[DatasetRevision] = relationship()
+
+
+class Job(Base):
+    """A unit of background work (today: evaluating one run on one dataset revision).
+
+    Workers claim pending jobs with row locks; a claim carries a fresh ``claim_token``
+    and a lease that the worker renews while it works. A job whose lease ran out
+    (its worker died) is claimable again; a worker whose token no longer matches
+    has lost the job and may not finish it, so no job is finished twice.
+    """
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        Index("ix_jobs_claim", "state", "available_at"),
+        Index("ix_jobs_run_revision", "run_id", "dataset_revision_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32), default="evaluate")
+    # A plain number, like history's: a job's record outlives its run.
+    run_id: Mapped[int] = mapped_column(Integer)
+    dataset_revision_id: Mapped[int] = mapped_column(ForeignKey("dataset_revisions.id"))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    trigger: Mapped[str] = mapped_column(String(32))
+    actor: Mapped[str] = mapped_column(String(NAME_LEN), default="")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    claim_token: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), nullable=True
+    )
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
     dataset_revision: Mapped[DatasetRevision] = relationship()
 
 

@@ -79,7 +79,8 @@ def _worker_pids(master: int) -> list[int]:
 def test_a_200_mib_artifact_is_stored_whole_while_server_memory_stays_flat(
     start_server: StartServer,
 ) -> None:
-    server = start_server(workers=1)
+    # No evaluation worker beside it: the one child of the master is the web worker.
+    server = start_server(workers=1, args=["--no-evaluation-worker"])
     s = server.session
     server.expect(s.post(server.api("/models"), json={"name": "big"}), 201)
     server.expect(s.post(server.api("/models/big/versions"), json={"version": "1.0"}), 201)

@@ -199,6 +199,8 @@ def test_reason_codes_are_the_strings_of_the_design():
         "incumbent_kept",
         "pinned",
         "no_eligible_model",
+        # issue 3: a warning on a candidate, never a reason to exclude it
+        "reported_mismatch",
     }
 
 
@@ -538,3 +540,30 @@ def test_a_large_shortfall_against_a_large_min_improvement_keeps_the_incumbent()
     decision = select(policy, [incumbent, challenger], incumbent=1)
 
     assert decision.champion == 1
+
+
+@pytest.mark.parametrize(
+    ("reported", "verified", "warned"),
+    [
+        (0.9, 0.8, True),
+        (0.8, 0.9, True),
+        (0.9, 0.9 + 2e-6, True),
+        (0.9, 0.9 + 5e-7, False),
+        (0.9, 0.9, False),
+        (0.9, None, False),
+        (None, 0.9, False),
+        (float("nan"), 0.9, False),
+    ],
+)
+def test_a_reported_value_far_from_the_verified_one_is_flagged_but_never_excluded(
+    reported: float | None, verified: float | None, warned: bool
+) -> None:
+    policy = Policy("", ("Staging",), "f1", "d@1")
+    run = Candidate(1, "1.0", 1, "Staging", reported=reported, verified=verified)
+    decision = select(policy, [run])
+    assessment = decision.assessment(1)
+    assert assessment is not None
+    assert assessment.warnings == ((Reason.REPORTED_MISMATCH,) if warned else ())
+    assert decision.champion == 1
+    # The verified value is the one that counts; a reported one only stands in for it.
+    assert assessment.value == (verified if verified is not None else reported)

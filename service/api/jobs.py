@@ -1,0 +1,97 @@
+"""Background jobs (server-side evaluations): request one, follow it, list them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from service import jobs
+from service.api.common import PageArgs, UtcDateTime, actor, ctx, list_schema, page_size, uow
+from service.api.errors import ApiErrorSchema
+from service.db.models import MAX_ID
+
+blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Server-side evaluation jobs")
+
+
+class JobSchema(ma.Schema):
+    id = ma.fields.Integer()
+    kind = ma.fields.String()
+    run_id = ma.fields.Integer()
+    dataset = ma.fields.Function(lambda j: j.dataset_revision.label)
+    state = ma.fields.String(metadata={"description": ", ".join(jobs.STATES)})
+    trigger = ma.fields.String(metadata={"description": "run_registered, policy or request"})
+    actor = ma.fields.String()
+    attempts = ma.fields.Integer()
+    max_attempts = ma.fields.Integer()
+    worker = ma.fields.String(allow_none=True)
+    error = ma.fields.String(allow_none=True)
+    result = ma.fields.Dict(
+        allow_none=True,
+        metadata={"description": "metrics, skipped (metric -> reason), seconds, exit_code, …"},
+    )
+    created_at = UtcDateTime()
+    started_at = UtcDateTime(allow_none=True)
+    finished_at = UtcDateTime(allow_none=True)
+    url = ma.fields.Function(lambda j: f"/api/v1/jobs/{j.id}")
+
+
+JobListSchema = list_schema(JobSchema, "JobList")
+
+
+class JobListArgs(PageArgs):
+    state = ma.fields.String(validate=ma.validate.OneOf(jobs.STATES))
+    run_id = ma.fields.Integer(validate=ma.validate.Range(min=1, max=MAX_ID))
+
+
+class EvaluateSchema(ma.Schema):
+    dataset = ma.fields.String(
+        required=True,
+        metadata={"description": "name@revision, or name for its latest revision (with content)"},
+    )
+
+
+@blp.route("/jobs")
+class Jobs(MethodView):
+    @blp.arguments(JobListArgs, location="query")
+    @blp.response(200, JobListSchema)
+    def get(self, args: dict[str, Any]) -> Any:
+        """Jobs, newest first; filter by state and run"""
+        return jobs.list_jobs(
+            uow(write=False),
+            state=args.get("state"),
+            run_id=args.get("run_id"),
+            page_token=args.get("page_token"),
+            page_size=page_size(args),
+        )
+
+
+@blp.route(f"/jobs/<int(min=1, max={MAX_ID}):job_id>")
+class JobView(MethodView):
+    @blp.response(200, JobSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    def get(self, job_id: int) -> Any:
+        """One job: state, attempts, result or error"""
+        return jobs.get_job(uow(write=False), job_id)
+
+
+@blp.route(f"/runs/<int(min=1, max={MAX_ID}):run_id>/evaluate")
+class EvaluateView(MethodView):
+    @blp.arguments(EvaluateSchema)
+    @blp.response(202, JobSchema)
+    @blp.alt_response(200, schema=JobSchema, description="already evaluated: the job that did it")
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    @blp.alt_response(422, schema=ApiErrorSchema)
+    def post(self, body: dict[str, Any], run_id: int) -> Any:
+        """Evaluate a run on a dataset revision, server-side (a job)"""
+        job, _ = jobs.evaluate_on_request(
+            uow(write=True),
+            run_id,
+            body["dataset"],
+            actor=actor(),
+            max_attempts=ctx().settings.job_max_attempts,
+        )
+        status = 200 if job.state == jobs.SUCCEEDED else 202
+        return job, status, {"Location": f"/api/v1/jobs/{job.id}"}

@@ -1,0 +1,347 @@
+"""Background jobs: evaluations persisted in the database and claimed by workers.
+
+A job is ``pending`` until a worker claims it, ``running`` while a worker holds
+its lease, then ``succeeded``, ``failed`` or ``cancelled`` (its run was removed).
+Claims use row locks (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's write
+transactions are serialized anyway), so two workers never take the same job. A
+claim hands out a fresh token and a lease that the worker renews; when a worker
+dies its lease runs out and the job is claimable again, up to ``max_attempts``
+claims in all. Whatever finishes a job must still hold its token, so a worker
+that lost its lease cannot finish a job that another one has taken over.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    and_,
+    exists,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session, selectinload
+
+from service import datasets
+from service.db.models import (
+    DatasetRevision,
+    Evaluation,
+    Job,
+    ModelVersion,
+    PolicyRow,
+    Run,
+    utcnow,
+)
+from service.db.session import Database
+from service.errors import NotFound, ValidationFailed
+from service.pagination import Page, decode_token, encode_token
+
+PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
+    "pending",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+)
+STATES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+ACTIVE = (PENDING, RUNNING)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job a worker holds: ``token`` proves it still does."""
+
+    job_id: int
+    token: str
+    run_id: int
+    dataset_revision_id: int
+    attempt: int
+
+
+def _scored_or_queued(run_id: Any, revision_id: Any, states: Sequence[str]) -> ColumnElement[bool]:
+    """SQL: the run has verified values on the revision, or a job in one of ``states``."""
+    verified = exists().where(
+        Evaluation.run_id == run_id,
+        Evaluation.dataset_revision_id == revision_id,
+        Evaluation.source == "verified",
+    )
+    queued = exists().where(
+        Job.run_id == run_id,
+        Job.dataset_revision_id == revision_id,
+        Job.state.in_(list(states)),
+    )
+    return or_(verified, queued)
+
+
+# Automatic scheduling never repeats a failed job: a model that hangs or crashes
+# would be run again on every policy change. A request (``request_evaluation``)
+# retries explicitly.
+_AUTO_SKIP = (PENDING, RUNNING, SUCCEEDED, FAILED)
+
+
+def schedule_for_run(
+    session: Session, run: Run, *, trigger: str, actor: str, max_attempts: int
+) -> list[Job]:
+    """Jobs for a new run: one per content-bearing dataset revision its model's policies name."""
+    revision_ids = session.scalars(
+        select(PolicyRow.dataset_revision_id)
+        .join(DatasetRevision, PolicyRow.dataset_revision_id == DatasetRevision.id)
+        .where(
+            PolicyRow.model_id == run.model_version.model_id,
+            DatasetRevision.has_content.is_(True),
+        )
+        .distinct()
+        .order_by(PolicyRow.dataset_revision_id)
+    ).all()
+    jobs = []
+    for revision_id in revision_ids:
+        if session.scalar(select(_scored_or_queued(run.id, revision_id, _AUTO_SKIP))):
+            continue
+        job = Job(
+            run_id=run.id,
+            dataset_revision_id=revision_id,
+            trigger=trigger,
+            actor=actor,
+            max_attempts=max_attempts,
+        )
+        session.add(job)
+        jobs.append(job)
+    session.flush()
+    return jobs
+
+
+def schedule_for_revision(
+    session: Session,
+    model_id: int,
+    revision: DatasetRevision,
+    *,
+    trigger: str,
+    actor: str,
+    max_attempts: int,
+) -> int:
+    """Jobs for every run of a model not yet scored on (or queued for) ``revision``.
+
+    One ``INSERT … SELECT``, whatever the number of runs. Returns how many.
+    """
+    if not revision.has_content:
+        return 0
+    now = utcnow()
+    candidates = (
+        select(
+            literal("evaluate"),
+            Run.id,
+            literal(revision.id),
+            literal(PENDING),
+            literal(trigger),
+            literal(actor),
+            literal(0),
+            literal(max_attempts),
+            literal(now),
+            literal(now),
+        )
+        .join(ModelVersion, Run.version_id == ModelVersion.id)
+        .where(
+            ModelVersion.model_id == model_id,
+            ~_scored_or_queued(Run.id, revision.id, _AUTO_SKIP),
+        )
+        .order_by(Run.id)
+    )
+    result = session.execute(
+        insert(Job).from_select(
+            [
+                "kind",
+                "run_id",
+                "dataset_revision_id",
+                "state",
+                "trigger",
+                "actor",
+                "attempts",
+                "max_attempts",
+                "available_at",
+                "created_at",
+            ],
+            candidates,
+        )
+    )
+    return int(cast(CursorResult[Any], result).rowcount or 0)
+
+
+def request_evaluation(
+    session: Session, run: Run, dataset: str, *, actor: str, max_attempts: int
+) -> tuple[Job, bool]:
+    """Evaluate ``run`` on a dataset revision on request. Returns ``(job, created)``.
+
+    A job already pending or running for the pair is returned as it is; so is the
+    job that already scored it. A failed one is tried anew.
+    """
+    revision = datasets.resolve(session, dataset)
+    if not revision.has_content:
+        raise ValidationFailed.field(
+            "dataset",
+            f"{revision.label} was registered by digest only; upload its content "
+            "(POST /datasets as multipart) to evaluate on it",
+        )
+    existing = session.scalar(
+        select(Job)
+        .where(
+            Job.run_id == run.id,
+            Job.dataset_revision_id == revision.id,
+            Job.state.in_([PENDING, RUNNING, SUCCEEDED]),
+        )
+        .order_by(Job.id.desc())
+        .limit(1)
+    )
+    if existing is not None:
+        return existing, False
+    job = Job(
+        run_id=run.id,
+        dataset_revision=revision,
+        trigger="request",
+        actor=actor,
+        max_attempts=max_attempts,
+    )
+    session.add(job)
+    session.flush()
+    return job, True
+
+
+def evaluate_on_request(
+    session: Session, run_id: int, dataset: str, *, actor: str, max_attempts: int
+) -> tuple[Job, bool]:
+    """``POST /runs/{id}/evaluate``: serialized per model, so a pair gets one job."""
+    from service.evaluations import get_run
+    from service.registry import lock_model
+
+    lock_model(session, get_run(session, run_id).model_version.model)
+    run = get_run(session, run_id)  # removed while we waited: 404
+    job, created = request_evaluation(session, run, dataset, actor=actor, max_attempts=max_attempts)
+    session.commit()
+    return job, created
+
+
+def cancel_for_run(session: Session, run_id: int, reason: str) -> None:
+    """Jobs of a removed run will never run; a running one is stopped at its next renewal."""
+    session.execute(
+        update(Job)
+        .where(Job.run_id == run_id, Job.state.in_(ACTIVE))
+        .values(state=CANCELLED, error=reason, finished_at=utcnow(), claim_token=None)
+    )
+
+
+def claim(db: Database, worker: str, lease_seconds: int) -> Claim | None:
+    """Take the oldest claimable job, or ``None``.
+
+    Claimable: pending and due, or running with a lease that ran out (its worker
+    died). A job that has used up its attempts fails instead of being taken.
+    """
+    while True:
+        with db.unit_of_work() as session:
+            now = utcnow()
+            job = session.scalar(
+                select(Job)
+                .where(
+                    or_(
+                        and_(Job.state == PENDING, Job.available_at <= now),
+                        and_(Job.state == RUNNING, Job.lease_expires_at < now),
+                    )
+                )
+                .order_by(Job.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if job is None:
+                return None
+            if job.attempts >= job.max_attempts:
+                job.state = FAILED
+                job.error = (
+                    f"abandoned after {job.attempts} attempt(s): the worker holding it "
+                    f"({job.worker}) stopped renewing its lease"
+                )
+                job.finished_at = now
+                job.claim_token = None
+                session.commit()
+                continue
+            job.state = RUNNING
+            job.attempts += 1
+            job.claim_token = uuid.uuid4().hex
+            job.worker = worker[:255]
+            job.started_at = now
+            job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+            claimed = Claim(
+                job.id, job.claim_token, job.run_id, job.dataset_revision_id, job.attempts
+            )
+            session.commit()
+            return claimed
+
+
+def renew(db: Database, claimed: Claim, lease_seconds: int) -> bool:
+    """Extend the lease; ``False`` when the job is no longer ours (taken over or cancelled)."""
+    with db.unit_of_work() as session:
+        result = session.execute(
+            update(Job)
+            .where(Job.id == claimed.job_id, Job.claim_token == claimed.token)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_seconds))
+        )
+        session.commit()
+        return bool(cast(CursorResult[Any], result).rowcount)
+
+
+def held(session: Session, claimed: Claim) -> Job | None:
+    """The job, locked, if this claim still holds it; ``None`` otherwise."""
+    job = session.scalar(select(Job).where(Job.id == claimed.job_id).with_for_update())
+    if job is None or job.state != RUNNING or job.claim_token != claimed.token:
+        return None
+    return job
+
+
+def get_job(session: Session, job_id: int) -> Job:
+    job = session.scalar(
+        select(Job)
+        .where(Job.id == job_id)
+        .options(selectinload(Job.dataset_revision).selectinload(DatasetRevision.dataset))
+    )
+    if job is None:
+        raise NotFound(f"job {job_id} not found", {"job_id": job_id})
+    return job
+
+
+def active_of_run(session: Session, run_id: int) -> list[Job]:
+    return list(
+        session.scalars(
+            select(Job).where(Job.run_id == run_id, Job.state.in_(ACTIVE)).order_by(Job.id)
+        )
+    )
+
+
+def list_jobs(
+    session: Session,
+    *,
+    state: str | None,
+    run_id: int | None,
+    page_token: str | None,
+    page_size: int,
+) -> Page[Job]:
+    """Jobs, newest first, paged by id so new jobs never shift a page."""
+    before = decode_token(page_token, "k")
+    query = select(Job).options(
+        selectinload(Job.dataset_revision).selectinload(DatasetRevision.dataset)
+    )
+    if state is not None:
+        query = query.where(Job.state == state)
+    if run_id is not None:
+        query = query.where(Job.run_id == run_id)
+    if before is not None:
+        query = query.where(Job.id < before)
+    rows = list(session.scalars(query.order_by(Job.id.desc()).limit(page_size + 1)))
+    more = len(rows) > page_size
+    rows = rows[:page_size]
+    return Page(rows, encode_token(k=rows[-1].id) if more else None)
