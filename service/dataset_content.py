@@ -10,6 +10,7 @@ the first upload, and the evaluation worker imports it in its child process.
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.errors import ValidationFailed
+from service.errors import PayloadTooLarge, ValidationFailed
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas
@@ -143,17 +144,28 @@ def _read_csv(
     return pd.read_csv(path, **_options(content_format), **extra)
 
 
-def inspect(path: Path, target: str, task: str, *, max_rows: int, max_columns: int) -> ContentInfo:
+def inspect(
+    path: Path,
+    target: str,
+    task: str,
+    *,
+    max_rows: int,
+    max_columns: int,
+    max_bytes: int | None = None,
+) -> ContentInfo:
     """Validate a dataset file and describe it; raises :class:`ValidationFailed`.
 
     Details are keyed ``file`` (what is wrong with the content) or ``target``
     (the target column is not in the file). At most ``max_rows + 1`` data rows
-    are parsed, in chunks.
+    are parsed, in chunks. Gzip'd content larger than ``max_bytes`` once
+    decompressed is refused (:class:`PayloadTooLarge`) before pandas reads it.
     """
     if task not in TASKS:
         raise ValidationFailed.field("task", f"must be one of {', '.join(TASKS)}")
     content_format = detect_format(path)
     with _readable(content_format):
+        if content_format == "csv.gz" and max_bytes is not None:
+            _check_decompressed_size(path, max_bytes)
         header = _header(path, content_format)
         if len(header) > max_columns:
             raise _file_error(
@@ -189,6 +201,19 @@ def load_xy(path: Path, content_format: str, target: str) -> tuple[pandas.DataFr
         frame = _read_csv(path, content_format)
     _check_target(target, [str(c) for c in frame.columns])
     return frame.drop(columns=[target]), frame[target]
+
+
+def _check_decompressed_size(path: Path, max_bytes: int) -> None:
+    """A small gzip file can hold a huge CSV: count what it expands to, in a stream."""
+    total = 0
+    with gzip.open(path, "rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            total += len(chunk)
+            if total > max_bytes:
+                raise PayloadTooLarge(
+                    f"the file expands to more than {max_bytes} bytes once decompressed",
+                    {"limit": max_bytes},
+                )
 
 
 class _Labels:
@@ -259,7 +284,7 @@ def _readable(content_format: str) -> Iterator[None]:
     """Turns the ways a file can fail to parse into a 422 on ``file``."""
     try:
         yield
-    except ValidationFailed:
+    except (ValidationFailed, PayloadTooLarge):
         raise
     except Exception as exc:
         message = _parse_failure(exc, content_format)

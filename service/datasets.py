@@ -172,6 +172,7 @@ def upload_revision(
     *,
     max_rows: int,
     max_columns: int,
+    max_bytes: int | None = None,
     actor: str = "",
     job_attempts: int = 3,
 ) -> tuple[int, bool]:
@@ -195,7 +196,12 @@ def upload_revision(
             _check_same_use(known, meta)
             return known.revision, False
     info = dataset_content.inspect(
-        upload.path, meta.target, meta.task, max_rows=max_rows, max_columns=max_columns
+        upload.path,
+        meta.target,
+        meta.task,
+        max_rows=max_rows,
+        max_columns=max_columns,
+        max_bytes=max_bytes,
     )
     blob = store.commit(upload)
     try:

@@ -188,6 +188,7 @@ class Datasets(MethodView):
             meta,
             max_rows=c.settings.max_dataset_rows,
             max_columns=c.settings.max_dataset_columns,
+            max_bytes=c.settings.max_dataset_bytes,
             actor=actor(),
             job_attempts=c.settings.job_max_attempts,
         )

@@ -513,3 +513,18 @@ def test_a_blob_is_removed_only_when_neither_a_run_nor_a_dataset_uses_it(
     blobs.forget_if_unused(context.db, context.store, sha(b"orphan"))
 
     assert [p.name for p in stored_files(tmp_path)] == [sha(wine_csv())]
+
+
+def test_gzip_that_expands_beyond_max_dataset_bytes_is_413_and_nothing_is_kept(
+    make_api: Callable[..., Api], tmp_path: Path
+) -> None:
+    # A few kilobytes on the wire, megabytes once decompressed: the limit is on the content.
+    bomb = gzip.compress(wine_csv() + b"\n".join([b"1" * 60] * 100_000), compresslevel=9)
+    limited = make_api(max_dataset_bytes=1024 * 1024)
+    assert len(bomb) < 64 * 1024
+
+    error = assert_error(upload(limited, bomb), 413, "payload_too_large")
+
+    assert "decompressed" in error["message"]
+    assert stored_files(tmp_path) == []
+    assert_error(limited.get("/datasets/wine-holdout"), 404, "not_found")
