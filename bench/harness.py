@@ -1,6 +1,6 @@
 """Processes and databases of the benchmarks: gunicorn servers, throwaway databases, quiet.
 
-Used by ``resolve.py``. Everything here is
+Used by ``resolve.py`` and ``evalbench.py``. Everything here is
 started by us and stopped by us: servers by their own process group, databases by
 name, temporary directories by path.
 """
@@ -209,10 +209,11 @@ class Databases:
     admin_url: str
     created: list[str] = field(default_factory=list)
 
-    def new(self, runs: int) -> str:
+    def new(self, tag: int | str) -> str:
+        """A fresh database; on SQLite a file in ``root/runs-<tag>`` (the caller's directory)."""
         if self.backend == "sqlite":
-            return f"sqlite:///{self.root / f'runs-{runs}' / 'modelreg.db'}"
-        name = f"modelreg_bench_{secrets.token_hex(4)}_{runs}"
+            return f"sqlite:///{self.root / f'runs-{tag}' / 'modelreg.db'}"
+        name = f"modelreg_bench_{secrets.token_hex(4)}_{tag}"
         admin = create_engine(self.admin_url, isolation_level="AUTOCOMMIT")
         try:
             with admin.connect() as conn:

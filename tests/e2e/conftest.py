@@ -5,7 +5,12 @@
 ``database_url`` fixture: a migrated SQLite file or PostgreSQL database). It
 waits, bounded, until ``/readyz`` answers 200 and fails with the server's log
 otherwise. ``server`` is the common case: one server with the default workers.
-Every server is stopped at teardown: SIGTERM, then SIGKILL of its process group.
+``start_server(env={...}, args=[...])`` adds settings and options;
+``embedded_server`` is a server with no setting at all (SQLite in
+``./modelreg-data``, with its own evaluation worker). ``start_worker(server)``
+starts a ``modelreg worker`` on a server's database and artifact store.
+Every server and worker is stopped at teardown: SIGTERM, then SIGKILL of its
+process group.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,53 +220,88 @@ class Server:
 StartServer = Callable[..., Server]
 
 
+def serve_in(
+    base: Path,
+    env: Mapping[str, str],
+    *,
+    database_url: str,
+    artifact_root: Path,
+    workers: int = 2,
+    threads: int | None = None,
+    args: Sequence[str] = (),
+) -> Server:
+    """Start ``modelreg serve`` with ``env`` in ``base/data`` on a free port → a ready Server.
+
+    The caller owns the server and must ``close()`` it.
+    """
+    command = Path(sys.executable).with_name("modelreg")
+    assert command.is_file(), f"the modelreg console script is missing: {command}"
+    workdir = base / "data"
+    argv = [str(command), "serve", "--host", "127.0.0.1", "--workers", str(workers), *args]
+    if threads is not None:
+        argv += ["--threads", str(threads)]
+    proc: ServerProcess | None = None
+    for attempt in range(3):  # another process may take the free port before we bind it
+        port = free_port()
+        try:
+            proc = launch(
+                [*argv, "--port", str(port)],
+                cwd=workdir,
+                env=env,
+                port=port,
+                log_path=base / f"server-{attempt}.log",
+            )
+            break
+        except pytest.fail.Exception:
+            log = (base / f"server-{attempt}.log").read_text(errors="replace")
+            if "Address already in use" not in log or attempt == 2:
+                raise
+    assert proc is not None
+    return Server(
+        url=proc.url,
+        session=TimeoutSession(),
+        proc=proc,
+        database_url=database_url,
+        artifact_root=artifact_root,
+        workdir=workdir,
+        workers=workers,
+    )
+
+
 @pytest.fixture
 def start_server(
     database_url: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[StartServer]:
     """A factory: ``start_server(workers=4, threads=4)`` → a ready :class:`Server`.
 
-    All servers it started are stopped when the test ends, whatever happened.
+    ``env`` adds ``MODELREG_*`` settings, ``args`` adds command-line options (e.g.
+    ``["--no-evaluation-worker"]``). All servers it started are stopped when the
+    test ends, whatever happened.
     """
     started: list[Server] = []
-    command = Path(sys.executable).with_name("modelreg")
-    assert command.is_file(), f"the modelreg console script is missing: {command}"
 
-    def start(workers: int = 2, threads: int | None = None) -> Server:
+    def start(
+        workers: int = 2,
+        threads: int | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+    ) -> Server:
         base = tmp_path_factory.mktemp("server")
-        workdir, artifacts = base / "data", base / "artifacts"
-        env = clean_environ(
+        artifacts = base / "artifacts"
+        environ = clean_environ(
             MODELREG_DATABASE_URL=database_url,
             MODELREG_ARTIFACT_ROOT=str(artifacts),
+            **(env or {}),
         )
-        argv = [str(command), "serve", "--host", "127.0.0.1", "--workers", str(workers)]
-        if threads is not None:
-            argv += ["--threads", str(threads)]
-        proc: ServerProcess | None = None
-        for attempt in range(3):  # another process may take the free port before we bind it
-            port = free_port()
-            try:
-                proc = launch(
-                    [*argv, "--port", str(port)],
-                    cwd=workdir,
-                    env=env,
-                    port=port,
-                    log_path=base / f"server-{attempt}.log",
-                )
-                break
-            except pytest.fail.Exception:
-                log = (base / f"server-{attempt}.log").read_text(errors="replace")
-                if "Address already in use" not in log or attempt == 2:
-                    raise
-        assert proc is not None
-        server = Server(
-            url=proc.url,
-            session=TimeoutSession(),
-            proc=proc,
+        server = serve_in(
+            base,
+            environ,
             database_url=database_url,
             artifact_root=artifacts,
-            workdir=workdir,
             workers=workers,
+            threads=threads,
+            args=args,
         )
         started.append(server)
         return server
@@ -277,3 +317,107 @@ def start_server(
 def server(start_server: StartServer) -> Server:
     """One running server (default workers) on the test's database."""
     return start_server()
+
+
+@pytest.fixture
+def embedded_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """``modelreg serve`` with no setting at all: the embedded default.
+
+    SQLite and artifacts in ``./modelreg-data`` of a fresh working directory; not
+    parametrized by ``database_url``.
+    """
+    base = tmp_path_factory.mktemp("embedded")
+    data = base / "data" / "modelreg-data"
+    server = serve_in(
+        base,
+        clean_environ(),
+        database_url=f"sqlite:///{data / 'modelreg.db'}",
+        artifact_root=data / "artifacts",
+    )
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@dataclass
+class WorkerProcess:
+    """A ``modelreg worker`` in a process group (session) of its own."""
+
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def name(self) -> str:
+        """The name the worker records in the jobs it takes (``host:pid``)."""
+        return f"{socket.gethostname()}:{self.process.pid}"
+
+    def log(self, tail: int = 200) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError as exc:
+            return f"<cannot read worker log {self.log_path}: {exc}>"
+        return "\n".join(lines[-tail:])
+
+    def kill(self) -> None:
+        """SIGKILL the worker process alone, as a crash would (its children notice)."""
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        self.process.wait(timeout=STOP_TIMEOUT_S)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM (stop after the job in hand), then SIGKILL of its process group."""
+        proc = self.process
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=grace)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+@pytest.fixture
+def start_worker(
+    database_url: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[StartWorker]:
+    """A factory: ``start_worker(server, env={...}, args=["--once"])`` → a started
+    ``modelreg worker`` on the server's database and artifact store. Every worker is
+    stopped at teardown (before the test's database goes away)."""
+    started: list[WorkerProcess] = []
+    command = Path(sys.executable).with_name("modelreg")
+
+    def start(
+        server: Server, *, env: Mapping[str, str] | None = None, args: Sequence[str] = ()
+    ) -> WorkerProcess:
+        base = tmp_path_factory.mktemp("worker")
+        log_path = base / "worker.log"
+        environ = clean_environ(
+            MODELREG_DATABASE_URL=server.database_url,
+            MODELREG_ARTIFACT_ROOT=str(server.artifact_root),
+            **(env or {}),
+        )
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                [str(command), "worker", *args],
+                cwd=base,
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = WorkerProcess(process, log_path)
+        started.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()
