@@ -237,23 +237,30 @@ def cancel_for_run(session: Session, run_id: int, reason: str) -> None:
     )
 
 
+def _claimable(now: Any) -> ColumnElement[bool]:
+    """Pending and due, or running with a lease that ran out (its worker died)."""
+    return or_(
+        and_(Job.state == PENDING, Job.available_at <= now),
+        and_(Job.state == RUNNING, Job.lease_expires_at < now),
+    )
+
+
 def claim(db: Database, worker: str, lease_seconds: int) -> Claim | None:
     """Take the oldest claimable job, or ``None``.
 
-    Claimable: pending and due, or running with a lease that ran out (its worker
-    died). A job that has used up its attempts fails instead of being taken.
+    A job that has used up its attempts fails instead of being taken. An idle
+    worker's poll is one read on the reading engine: no write lock (SQLite) and
+    no row locks (PostgreSQL) while there is nothing to do.
     """
+    with db.unit_of_work(write=False) as session:
+        if session.scalar(select(Job.id).where(_claimable(utcnow())).limit(1)) is None:
+            return None
     while True:
         with db.unit_of_work() as session:
             now = utcnow()
             job = session.scalar(
                 select(Job)
-                .where(
-                    or_(
-                        and_(Job.state == PENDING, Job.available_at <= now),
-                        and_(Job.state == RUNNING, Job.lease_expires_at < now),
-                    )
-                )
+                .where(_claimable(now))
                 .order_by(Job.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
