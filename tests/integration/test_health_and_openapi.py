@@ -29,6 +29,12 @@ DESIGN_PATHS = {
     "/api/v1/environments/{env}/models/{model}/history": {"get"},
     "/api/v1/environments/{env}/models/{model}/pin": {"put", "delete"},
     "/api/v1/models/{model}/champions": {"get"},
+    # issue 3: server-side evaluation
+    "/api/v1/datasets/{name}/revisions/{rev}": {"get"},
+    "/api/v1/datasets/{name}/revisions/{rev}/content": {"get"},
+    "/api/v1/runs/{run_id}/evaluate": {"post"},
+    "/api/v1/jobs": {"get"},
+    "/api/v1/jobs/{job_id}": {"get"},
 }
 
 
