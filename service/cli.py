@@ -110,7 +110,7 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
     env[f"{ENV_PREFIX}DATABASE_URL"] = settings.resolved_database_url
     env[f"{ENV_PREFIX}ARTIFACT_ROOT"] = str(settings.resolved_artifact_root)
     return subprocess.Popen(
-        [sys.executable, "-m", "service.cli", "worker", "--parent-pid", str(os.getpid())],
+        [sys.executable, "-m", "service", "worker", "--parent-pid", str(os.getpid())],
         env=env,
     )
 
@@ -164,6 +164,8 @@ def serve(
         "accesslog": "-" if settings.access_log else None,
         "timeout": 120,
         "graceful_timeout": 30,
+        # gunicorn 27's control socket is one path per user: two servers would share it.
+        "control_socket_disable": True,
     }
     click.echo(f"modelreg serving on http://{options['bind']} ({_safe_url(url)})", err=True)
     worker_process = _start_worker(settings) if settings.runs_worker_in_serve else None

@@ -34,6 +34,10 @@ class JobSchema(ma.Schema):
     )
     created_at = UtcDateTime()
     started_at = UtcDateTime(allow_none=True)
+    lease_expires_at = UtcDateTime(
+        allow_none=True,
+        metadata={"description": "while running: the worker's claim, renewed while it works"},
+    )
     finished_at = UtcDateTime(allow_none=True)
     url = ma.fields.Function(lambda j: f"/api/v1/jobs/{j.id}")
 

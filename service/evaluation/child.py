@@ -18,6 +18,7 @@ import resource
 import sys
 import time
 import traceback
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,13 @@ import sklearn.tree  # noqa: F401
 
 from service.dataset_content import load_xy
 from service.evaluation.metrics import score
+
+# Every child re-runs the worker's main module (multiprocessing's rule). When that is
+# `python -m service.cli`, preloaded here, runpy warns that it is already imported:
+# true, and harmless. Children inherit this filter from the fork server.
+warnings.filterwarnings(
+    "ignore", message=r".*found in sys\.modules after import of package", category=RuntimeWarning
+)
 
 LOADABLE = ("joblib", "pickle", "skops")
 # The child's exit status when it could not even send its result (memory exhausted).

@@ -60,11 +60,12 @@ def _preload() -> list[str]:
     that module's imports already loaded in the fork server, doing so costs
     microseconds instead of the import time of the whole command line.
     """
+    # A script (the `modelreg` console script) is re-run by path and imports the CLI.
     modules = [_CHILD_MODULE, "service.cli"]
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     name = getattr(spec, "name", None)
     if name and not name.endswith("__main__") and name not in modules:
-        modules.append(name)
+        modules.append(name)  # `python -m pkg.mod`: re-run as a module
     return modules
 
 
@@ -97,6 +98,12 @@ class Sandbox:
         self.renew_every = renew_every
         self._ctx = _context()
 
+    def warm(self) -> None:
+        """Start the fork server now, so that the first job does not wait for it."""
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
     def run(self, spec: Spec, workdir: Path, keep_alive: Callable[[], bool]) -> Outcome:
         log = workdir / "child.log"
         receiver, sender = self._ctx.Pipe(duplex=False)
@@ -105,8 +112,9 @@ class Sandbox:
             args=(sender, asdict(spec), asdict(self.limits), str(log)),
             daemon=True,
         )
-        started = time.monotonic()
         process.start()
+        # The limit starts once the child exists: starting the fork server is ours.
+        started = time.monotonic()
         sender.close()
         try:
             data = self._wait(process, receiver, started, keep_alive)

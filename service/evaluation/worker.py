@@ -104,6 +104,9 @@ class Worker:
         """
         stop = stop or threading.Event()
         poll = self.settings.worker_poll_ms / 1000
+        warm = getattr(self.executor, "warm", None)
+        if warm is not None:
+            warm()
         done = 0
         while not stop.is_set() and (max_jobs is None or done < max_jobs):
             if parent_pid is not None and os.getppid() != parent_pid:
@@ -183,6 +186,9 @@ class Worker:
             dataset = self._copy_verified(revision["sha256"], workdir / "dataset")
         except _Corrupt as exc:
             return Outcome(ok=False, error=str(exc))
+        lease = self.settings.job_lease_seconds
+        if not jobs.renew(self.db, claim, lease):  # the copies may have taken a while
+            return Outcome(ok=False, lost=True, error="the worker lost its claim")
         spec = Spec(
             artifact=str(artifact),
             artifact_format=run["format"],
@@ -192,7 +198,6 @@ class Worker:
             task=revision["task"],
             skops_trusted=self.settings.skops_trusted,
         )
-        lease = self.settings.job_lease_seconds
         return self.executor.run(spec, workdir, lambda: jobs.renew(self.db, claim, lease))
 
     def _copy_verified(self, sha256: str, target: Path) -> Path:

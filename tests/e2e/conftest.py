@@ -78,6 +78,14 @@ class ServerProcess:
             return f"<cannot read server log {self.log_path}: {exc}>"
         return "\n".join(lines[-tail:])
 
+    def listening(self) -> bool:
+        """Whether gunicorn's master *of this process* says it listens on our URL.
+
+        Another process may have bound the port that ``free_port`` handed out (other
+        test sessions run beside this one): its ``/readyz`` must not pass for ours.
+        """
+        return f"Listening at: {self.url} ({self.process.pid})" in self.log(tail=1000)
+
     def wait_ready(self, timeout: float = READY_TIMEOUT_S) -> None:
         """Poll ``/readyz`` until 200; fail with the log on exit or timeout."""
         deadline = time.monotonic() + timeout
@@ -89,6 +97,10 @@ class ServerProcess:
                         f"modelreg serve exited with {self.process.returncode} before it was "
                         f"ready\n--- server log ---\n{self.log()}"
                     )
+                if not self.listening():
+                    last = "not listening yet"
+                    time.sleep(0.05)
+                    continue
                 try:
                     response = probe.get(f"{self.url}/readyz")
                     if response.status_code == 200:
@@ -254,7 +266,9 @@ def serve_in(
             break
         except pytest.fail.Exception:
             log = (base / f"server-{attempt}.log").read_text(errors="replace")
-            if "Address already in use" not in log or attempt == 2:
+            # gunicorn says "Connection in use: ('127.0.0.1', port)" before it gives up.
+            in_use = "Connection in use" in log or "Address already in use" in log
+            if not in_use or attempt == 2:
                 raise
     assert proc is not None
     return Server(
