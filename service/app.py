@@ -7,7 +7,17 @@ from typing import IO, Any, cast
 from flask import Flask, Request, request
 from flask_smorest import Api
 
-from service.api import auth, champions, datasets, errors, health, jobs, models, runs
+from service.api import (
+    auth,
+    champions,
+    datasets,
+    errors,
+    health,
+    jobs,
+    models,
+    runs,
+    tokens,
+)
 from service.api.common import Context, close_sessions, ctx
 from service.artifacts import IncomingFile, LocalArtifactStore
 from service.config import Settings, load_settings
@@ -95,7 +105,8 @@ class _Api(Api):  # type: ignore[misc]
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
-    app = Flask("modelreg")
+    # No static route: every route must be declared in service.api.roles.
+    app = Flask("modelreg", static_folder=None)
     app.request_class = UploadRequest
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config.update(
@@ -113,12 +124,13 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     api = _Api(app, spec_kwargs={"info": {"description": "Model registry and promotion service"}})
-    for blueprint in (models.blp, runs.blp, datasets.blp, champions.blp, jobs.blp):
+    for blueprint in (models.blp, runs.blp, datasets.blp, champions.blp, jobs.blp, tokens.blp):
         api.register_blueprint(blueprint)
     app.register_blueprint(health.blp)
 
-    app.before_request(_limit_body)
+    # Who is calling comes first: an anonymous caller learns nothing, not even limits.
     auth.register(app)
+    app.before_request(_limit_body)
     # After Api(): flask-smorest registers its own handler, ours must win.
     errors.register(app)
     app.teardown_request(_discard_uploads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import signal
@@ -39,6 +40,33 @@ class _Gunicorn(BaseApplication):  # type: ignore[misc]
         from service.app import create_app
 
         return create_app(self.settings)
+
+
+def _is_loopback(host: str) -> bool:
+    """
+    >>> _is_loopback("127.0.0.1"), _is_loopback("::1"), _is_loopback("localhost")
+    (True, True, True)
+    >>> _is_loopback("0.0.0.0"), _is_loopback("example.com")
+    (False, False)
+    """
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _prepare_database(settings: Settings) -> None:
+    """Migrate the embedded database; refuse an external one that is not current."""
+    url = settings.resolved_database_url
+    with _database_errors(url):
+        if settings.is_embedded:
+            migrate.upgrade(url)
+        elif not migrate.is_up_to_date(url):
+            raise click.ClickException(
+                "the database schema is not current; run `modelreg db upgrade` first"
+            )
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -84,13 +112,7 @@ def worker(once: bool, max_jobs: int | None, parent_pid: int | None) -> None:
 
     settings = _settings()
     url = settings.resolved_database_url
-    with _database_errors(url):
-        if settings.is_embedded:
-            migrate.upgrade(url)
-        elif not migrate.is_up_to_date(url):
-            raise click.ClickException(
-                "the database schema is not current; run `modelreg db upgrade` first"
-            )
+    _prepare_database(settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -131,6 +153,12 @@ def _stop_worker(process: subprocess.Popen[bytes]) -> None:
 @click.option("--workers", type=int, default=None, help="worker processes [config: workers, 2]")
 @click.option("--threads", type=int, default=None, help="threads per worker [config: threads]")
 @click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    default=False,
+    help="no tokens: every caller is an anonymous admin (loopback addresses only)",
+)
+@click.option(
     "--evaluation-worker/--no-evaluation-worker",
     default=None,
     help="also run one evaluation worker [config: serve_worker, auto = on with SQLite]",
@@ -141,20 +169,25 @@ def serve(
     workers: int | None,
     threads: int | None,
     evaluation_worker: bool | None,
+    insecure_no_auth: bool,
 ) -> None:
     """Serve the API with gunicorn. Upgrades the embedded SQLite database first."""
     serve_worker = None if evaluation_worker is None else str(evaluation_worker).lower()
     settings = _settings(
-        host=host, port=port, workers=workers, threads=threads, serve_worker=serve_worker
+        host=host,
+        port=port,
+        workers=workers,
+        threads=threads,
+        serve_worker=serve_worker,
+        insecure_no_auth=insecure_no_auth or None,
     )
+    if settings.insecure_no_auth and not _is_loopback(settings.host):
+        raise click.ClickException(
+            f"--insecure-no-auth serves without access control: bind it to a loopback "
+            f"address (127.0.0.1, ::1, localhost), not {settings.host!r}"
+        )
     url = settings.resolved_database_url
-    with _database_errors(url):
-        if settings.is_embedded:
-            migrate.upgrade(url)
-        elif not migrate.is_up_to_date(url):
-            raise click.ClickException(
-                "the database schema is not current; run `modelreg db upgrade` first"
-            )
+    _prepare_database(settings)
     options = {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
@@ -162,6 +195,9 @@ def serve(
         "worker_class": "gthread",
         "keepalive": 5,
         "accesslog": "-" if settings.access_log else None,
+        # The path without its query string: a credential sent in a URL by mistake is
+        # refused, and must not be written down either.
+        "access_log_format": '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms',
         "timeout": 120,
         "graceful_timeout": 30,
         # gunicorn 27's control socket is one path per user: two servers would share it.
@@ -174,6 +210,84 @@ def serve(
     finally:
         if worker_process is not None:
             _stop_worker(worker_process)
+
+
+@main.group()
+def token() -> None:
+    """API tokens, straight in the database (bootstrapping; no server needed)."""
+
+
+@token.command("create")
+@click.option("--name", required=True, help="who the token is for (recorded as the actor)")
+@click.option("--role", required=True, type=click.Choice(["reader", "ci", "release", "admin"]))
+@click.option("--expires-at", type=click.DateTime(), default=None, help="UTC, e.g. 2027-01-31")
+def token_create(name: str, role: str, expires_at: Any) -> None:
+    """Create a token and print its secret (shown this once)."""
+    from datetime import UTC
+
+    from service import tokens
+    from service.db.session import Database
+    from service.errors import ServiceError
+
+    settings = _settings()
+    _prepare_database(settings)
+    url = settings.resolved_database_url
+    db = Database(url)
+    try:
+        with _database_errors(url), db.unit_of_work() as session:
+            when = expires_at.replace(tzinfo=UTC) if expires_at is not None else None
+            try:
+                created = tokens.create(
+                    session, name, role, expires_at=when, created_by="modelreg token create"
+                )
+            except ServiceError as exc:
+                raise click.ClickException(exc.message) from None
+            session.commit()
+    finally:
+        db.dispose()
+    click.echo(f"token {created.token.id} {name!r} ({role}); its secret, shown once:", err=True)
+    click.echo(created.secret)
+
+
+@token.command("list")
+def token_list() -> None:
+    """List tokens (never their secrets)."""
+    from sqlalchemy import select
+
+    from service import tokens
+    from service.db.models import ApiToken
+    from service.db.session import Database
+
+    url = _settings().resolved_database_url
+    db = Database(url)
+    try:
+        with _database_errors(url), db.unit_of_work(write=False) as session:
+            for t in session.scalars(select(ApiToken).order_by(ApiToken.id)):
+                click.echo(f"{t.id}\t{t.name}\t{t.role}\t{tokens.state(t)}\t{t.prefix}…")
+    finally:
+        db.dispose()
+
+
+@token.command("revoke")
+@click.argument("token_id", type=int)
+def token_revoke(token_id: int) -> None:
+    """Revoke a token by id: refused from this moment on."""
+    from service import tokens
+    from service.db.session import Database
+    from service.errors import ServiceError
+
+    url = _settings().resolved_database_url
+    db = Database(url)
+    try:
+        with _database_errors(url), db.unit_of_work() as session:
+            try:
+                tokens.revoke(session, token_id, revoked_by="modelreg token revoke")
+            except ServiceError as exc:
+                raise click.ClickException(exc.message) from None
+            session.commit()
+    finally:
+        db.dispose()
+    click.echo(f"token {token_id} revoked", err=True)
 
 
 @main.group()

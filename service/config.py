@@ -53,6 +53,9 @@ class Settings:
     worker_poll_ms: int
     serve_worker: str
     skops_trusted_types: str
+    admin_token: str
+    insecure_no_auth: bool
+    cors_origins: str
 
     @property
     def resolved_database_url(self) -> str:
@@ -74,6 +77,11 @@ class Settings:
     def skops_trusted(self) -> tuple[str, ...]:
         """``skops_trusted_types``, comma-separated, as a tuple."""
         return tuple(t.strip() for t in self.skops_trusted_types.split(",") if t.strip())
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        """``cors_origins``, comma-separated; empty: no CORS headers at all."""
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def runs_worker_in_serve(self) -> bool:
@@ -153,6 +161,10 @@ def _check(settings: Settings) -> None:
     for name in _POSITIVE:
         if getattr(settings, name) < 1:
             raise ConfigError(f"setting {name!r} must be at least 1, got {getattr(settings, name)}")
+    if settings.admin_token and len(settings.admin_token) < 16:
+        raise ConfigError("setting 'admin_token' must be at least 16 characters long")
+    if any(not 0x21 <= ord(ch) <= 0x7E for ch in settings.admin_token):
+        raise ConfigError("setting 'admin_token' must be printable ASCII without spaces")
     if settings.serve_worker not in ("auto", "true", "false"):
         raise ConfigError(
             f"setting 'serve_worker' must be auto, true or false, got {settings.serve_worker!r}"

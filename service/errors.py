@@ -61,6 +61,18 @@ class PreconditionFailed(ServiceError):
     code = "precondition_failed"
 
 
+class PreconditionRequired(ServiceError):
+    code = "precondition_required"
+
+
+class Unauthenticated(ServiceError):
+    code = "unauthenticated"
+
+
+class Forbidden(ServiceError):
+    code = "forbidden"
+
+
 class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
 

@@ -12,8 +12,15 @@ from sqlalchemy.orm import Session, selectinload
 from policies.stages import STAGES, allowed_targets, can_transition
 from policies.versions import InvalidVersionError, in_tolerance, parse_specifier
 from service import champions
+from service.access import allows, transition_role
 from service.db.models import ModelVersion, RegisteredModel, utcnow
-from service.errors import AlreadyExists, InvalidTransition, NotFound, ValidationFailed
+from service.errors import (
+    AlreadyExists,
+    Forbidden,
+    InvalidTransition,
+    NotFound,
+    ValidationFailed,
+)
 from service.names import check_name, name_key, parse_version_field
 from service.pagination import Page, offset_page
 
@@ -176,11 +183,13 @@ def transition(
     reason: str,
     force: bool,
     actor: str,
+    role: str = "admin",
 ) -> tuple[ModelVersion, list[champions.Outcome]]:
     """Move a version to another stage and recompute the champions it can move.
 
-    Refused with ``would_leave_no_model`` when an environment that has a
-    champion would be left with none, unless ``force``.
+    Refused with ``forbidden`` when ``role`` may not make this transition (``ci``
+    moves only between None and Staging), and with ``would_leave_no_model`` when an
+    environment that has a champion would be left with none, unless ``force``.
     """
     if stage not in STAGES:
         raise ValidationFailed.field("stage", f"unknown stage {stage!r}; known: {list(STAGES)}")
@@ -189,6 +198,12 @@ def transition(
         raise InvalidTransition(
             f"{mv.model.name} {mv.version} cannot move from {mv.stage} to {stage}",
             {"from": mv.stage, "to": stage, "allowed": allowed_targets(mv.stage)},
+        )
+    needed = transition_role(mv.stage, stage)
+    if not allows(role, needed):
+        raise Forbidden(
+            f"moving {mv.stage} -> {stage} needs the {needed!r} role; this token has {role!r}",
+            {"from": mv.stage, "to": stage, "required": needed, "role": role},
         )
     previous = mv.stage
     mv.stage = stage

@@ -59,8 +59,9 @@ class UtcDateTime(ma.fields.Field):  # type: ignore[type-arg]
 
 
 def actor() -> str:
-    """Who is acting, as established before the handler ran (see ``service.api.auth``)."""
-    return str(g.get("actor", "anonymous"))
+    """Who is acting: the name of the request's token (see ``service.api.auth``)."""
+    caller = g.get("caller")
+    return str(caller.name) if caller is not None else "anonymous"
 
 
 class PageArgs(ma.Schema):

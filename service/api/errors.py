@@ -28,6 +28,9 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.InvalidTransition: 409,
     errors.WouldLeaveNoModel: 409,
     errors.PreconditionFailed: 412,
+    errors.PreconditionRequired: 428,
+    errors.Unauthenticated: 401,
+    errors.Forbidden: 403,
     errors.PayloadTooLarge: 413,
     errors.Unavailable: 503,
 }
@@ -84,7 +87,10 @@ def _flatten_webargs(messages: Any) -> dict[str, Any]:
 
 def handle_service_error(exc: errors.ServiceError) -> Response:
     status = next(s for cls, s in STATUS.items() if isinstance(exc, cls))
-    return error_response(status, exc.code, exc.message, exc.details)
+    response = error_response(status, exc.code, exc.message, exc.details)
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="modelreg"'
+    return response
 
 
 def handle_http_exception(exc: HTTPException) -> Response:

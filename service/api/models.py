@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 
 from policies.stages import STAGES
 from service import champion_reads, champions, registry
+from service.api.auth import caller
 from service.api.champions import ChampionSchema
 from service.api.common import (
     Name,
@@ -179,6 +180,7 @@ class Transitions(MethodView):
             reason=body["reason"],
             force=body["force"],
             actor=actor(),
+            role=caller().role,
         )
         return TransitionResult(mv, outcomes)
 

@@ -317,3 +317,53 @@ class ChampionChange(Base):
     actor: Mapped[str] = mapped_column(String(NAME_LEN), default="")
     policy_revision: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiToken(Base):
+    """A bearer token. Only the SHA-256 of its secret is stored: the secret is shown once.
+
+    Secrets are 256 random bits, so a fast hash is enough (nothing to brute-force) and
+    lets a request find its token with one lookup on a unique index.
+    """
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(NAME_LEN))
+    name_key: Mapped[str] = mapped_column(String(NAME_LEN), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    secret_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    # The first characters of the secret, to recognize a token in a list.
+    prefix: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(NAME_LEN), default="")
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    revoked_by: Mapped[str | None] = mapped_column(String(NAME_LEN), nullable=True)
+
+
+class AuditEntry(Base):
+    """One state-changing request: who, what, on what, before and after, why.
+
+    Written in the same transaction as the change it records, so the log never
+    shows a change that did not happen, nor misses one that did.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_actor", "actor", "id"),
+        Index("ix_audit_log_target", "target", "id"),
+        Index("ix_audit_log_action", "action", "id"),
+        Index("ix_audit_log_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(NAME_LEN))
+    role: Mapped[str] = mapped_column(String(16), default="")
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(512))
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    request_id: Mapped[str] = mapped_column(String(64), default="")

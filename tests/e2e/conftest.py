@@ -37,12 +37,19 @@ REQUEST_TIMEOUT_S = 60.0
 ENV_PREFIX = "MODELREG_"
 
 
-class TimeoutSession(requests.Session):
-    """A ``requests.Session`` whose requests never wait forever."""
+# MODELREG_ADMIN_TOKEN of every server the tests start (clean_environ sets it), and
+# what TimeoutSession sends unless told otherwise.
+ADMIN_TOKEN = "e2e-admin-token-0123456789"
 
-    def __init__(self, timeout: float = REQUEST_TIMEOUT_S) -> None:
+
+class TimeoutSession(requests.Session):
+    """A ``requests.Session`` whose requests never wait forever, as the e2e admin."""
+
+    def __init__(self, timeout: float = REQUEST_TIMEOUT_S, token: str | None = ADMIN_TOKEN) -> None:
         super().__init__()
         self.default_timeout = timeout
+        if token is not None:
+            self.headers["Authorization"] = f"Bearer {token}"
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("timeout", self.default_timeout)
@@ -56,9 +63,12 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def clean_environ(**extra: str) -> dict[str, str]:
-    """This process's environment without any ``MODELREG_*`` variable, plus ``extra``."""
+def clean_environ(*, admin_token: bool = True, **extra: str) -> dict[str, str]:
+    """This process's environment without any ``MODELREG_*`` variable but the e2e admin
+    token (unless ``admin_token=False``), plus ``extra``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    if admin_token:
+        env[f"{ENV_PREFIX}ADMIN_TOKEN"] = ADMIN_TOKEN
     env.update(extra)
     return env
 
@@ -179,6 +189,17 @@ class Server:
     def api(self, path: str) -> str:
         """The absolute URL of an API path: ``/models`` → ``http://…/api/v1/models``."""
         return f"{self.url}/api/v1{path}"
+
+    def token(self, name: str, role: str) -> str:
+        """The secret of a new token ``name`` with ``role``, created by the e2e admin."""
+        body = self.expect(
+            self.session.post(self.api("/tokens"), json={"name": name, "role": role}), 201
+        )
+        return str(body["secret"])
+
+    def act_as(self, name: str, role: str = "admin") -> None:
+        """From now on the session sends a new token ``name`` with ``role``."""
+        self.session.headers["Authorization"] = f"Bearer {self.token(name, role)}"
 
     def absolute(self, path: str) -> str:
         """The absolute URL of a server-relative path such as a champion's artifact url."""

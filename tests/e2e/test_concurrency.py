@@ -172,7 +172,6 @@ def test_simultaneous_evaluations_leave_the_best_run_as_champion_with_an_unbroke
         return session.post(
             server.api(f"/runs/{run_ids[i]}/evaluations"),
             json={"dataset": DATASET, "metrics": {"f1": values[i]}},
-            headers={"X-Modelreg-Actor": f"client-{i}"},
         )
 
     responses = run_together(server, evaluate)

@@ -175,7 +175,7 @@ def create_verified_policy(server: Server) -> dict[str, Any]:
 
 def prepare(server: Server, holdout: Holdout) -> None:
     """Dataset with content, AImodel 1.0 in Staging, INT policy requiring verified F1."""
-    server.session.headers["X-Modelreg-Actor"] = ACTOR
+    server.act_as(ACTOR, "release")
     upload_holdout(server, holdout)
     create_model_in_staging(server)
     policy = create_verified_policy(server)
@@ -252,7 +252,7 @@ def test_the_embedded_default_server_measures_runs_by_itself_and_serves_the_veri
 ) -> None:
     server = embedded_server
     holdout = wine_holdout()
-    server.session.headers["X-Modelreg-Actor"] = ACTOR
+    server.act_as(ACTOR, "release")
     upload_holdout(server, holdout)
     create_model_in_staging(server)
 

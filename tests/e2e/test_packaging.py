@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.e2e.conftest import TimeoutSession, clean_environ, free_port, launch
 
@@ -64,7 +65,7 @@ def test_a_non_editable_install_serves_from_an_empty_directory_and_keeps_its_dat
     source = tmp_path / "source"
     shutil.copytree(REPO_ROOT, source, ignore=NOT_SOURCE)
     venv = tmp_path / "venv"
-    env = clean_environ()
+    env = clean_environ(admin_token=False)
     for leak in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PIP_REQUIRE_VIRTUALENV"):
         env.pop(leak, None)
     run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, env=env, timeout=120)
@@ -97,6 +98,15 @@ def test_a_non_editable_install_serves_from_an_empty_directory_and_keeps_its_dat
     assert all(path.startswith(site_packages) for path in where), where
     assert list(empty.iterdir()) == []
 
+    # Auth is on by default: the first token comes from the command line, offline.
+    secret = run(
+        [str(modelreg), "token", "create", "--name", "bootstrap", "--role", "admin"],
+        cwd=empty,
+        env=env,
+        timeout=120,
+    ).strip()
+    assert secret.startswith("mr_"), secret
+
     port = free_port()
     server = launch(
         [str(modelreg), "serve", "--port", str(port)],
@@ -106,9 +116,11 @@ def test_a_non_editable_install_serves_from_an_empty_directory_and_keeps_its_dat
         log_path=tmp_path / "server.log",
     )
     try:
-        with TimeoutSession() as s:
+        with TimeoutSession(token=secret) as s:
             ready = s.get(f"{server.url}/readyz")
             assert ready.status_code == 200, ready.text
+            anonymous = requests.get(f"{server.url}/api/v1/models", timeout=30)
+            assert anonymous.status_code == 401, anonymous.text
             created = s.post(f"{server.url}/api/v1/models", json={"name": "AImodel"})
             assert created.status_code == 201, f"{created.text}\n{server.log()}"
             assert s.get(f"{server.url}/api/v1/models/aimodel").json()["name"] == "AImodel"

@@ -18,6 +18,16 @@ from werkzeug.test import TestResponse
 from service.app import create_app
 from service.config import load_settings
 
+# MODELREG_ADMIN_TOKEN of the test apps: requests go as this admin unless a test
+# sends another Authorization header.
+ADMIN_TOKEN = "test-admin-token-0123456789"
+
+
+def authorized(client: FlaskClient, secret: str = ADMIN_TOKEN) -> FlaskClient:
+    """The client sends ``Authorization: Bearer <secret>`` with every request."""
+    client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {secret}"
+    return client
+
 
 @pytest.fixture
 def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
@@ -27,6 +37,7 @@ def app(database_url: str, tmp_path: Path) -> Iterator[Flask]:
         database_url=database_url,
         artifact_root=str(tmp_path / "artifacts"),
         max_artifact_bytes=5 * 1024 * 1024,
+        admin_token=ADMIN_TOKEN,
     )
     app = create_app(settings)
     yield app
@@ -37,7 +48,7 @@ class Api:
     """The test client with the ``/api/v1`` prefix and JSON by default."""
 
     def __init__(self, client: FlaskClient) -> None:
-        self.client = client
+        self.client = authorized(client)
 
     def _url(self, path: str) -> str:
         return (
@@ -229,3 +240,10 @@ def collect_pages(api: Api, path: str, page_size: int) -> tuple[list[Any], int]:
         if not token:
             return items, pages
         assert pages < 1000
+
+
+def bearer(api: Api, name: str, role: str = "admin") -> dict[str, str]:
+    """Headers that act as a new token named ``name`` with ``role`` (created by the admin)."""
+    response = api.post("/tokens", {"name": name, "role": role})
+    assert response.status_code == 201, response.get_json()
+    return {"Authorization": f"Bearer {response.get_json()['secret']}"}

@@ -11,6 +11,7 @@ import pytest
 from tests.integration.conftest import (
     Api,
     assert_error,
+    bearer,
     champion,
     collect_pages,
     create_model,
@@ -426,7 +427,7 @@ def test_an_unrelated_change_keeps_the_etag(base: Api, tolerant: dict[str, int])
 def test_history_lists_champion_changes_newest_first_with_actor_and_reason(base: Api) -> None:
     create_version(base, "AImodel", "1.0", stage="Staging")
     put_policy(base, "INT", "AImodel", stages=["Staging"])
-    headers = {"X-Modelreg-Actor": "ci-pipeline"}
+    headers = bearer(base, "ci-pipeline", "ci")
     first = base.upload_run("AImodel", "1.0", b"a", _evals(0.7))
     second = base.client.post(
         "/api/v1/models/AImodel/versions/1.0/runs",
@@ -435,7 +436,7 @@ def test_history_lists_champion_changes_newest_first_with_actor_and_reason(base:
         headers=headers,
     )
     first_id, second_id = first.get_json()["id"], second.get_json()["id"]
-    _pin(base, first_id, env="INT", headers={"X-Modelreg-Actor": "release-eng"})
+    _pin(base, first_id, env="INT", headers=bearer(base, "release-eng", "release"))
 
     items = history(base, "INT", "AImodel")
     assert [(i["from_run_id"], i["to_run_id"]) for i in items] == [
@@ -444,20 +445,20 @@ def test_history_lists_champion_changes_newest_first_with_actor_and_reason(base:
         (None, first_id),
     ]
     assert [i["reason"] for i in items] == ["pinned", "best", "best"]
-    assert [i["actor"] for i in items] == ["release-eng", "ci-pipeline", "anonymous"]
+    assert [i["actor"] for i in items] == ["release-eng", "ci-pipeline", "admin-token"]
     assert all(i["at"] for i in items)
     assert items[0]["at"] >= items[1]["at"] >= items[2]["at"]
 
 
-def test_an_invalid_actor_header_is_recorded_as_anonymous(base: Api) -> None:
+def test_a_self_declared_actor_header_is_ignored_in_favour_of_the_token(base: Api) -> None:
     create_version(base, "AImodel", "1.0", stage="Staging")
     create_run(base, "AImodel", "1.0", {"f1": 0.7})
     base.put(
         "/environments/INT/policies/AImodel",
-        {"stages": ["Staging"], "metric": "f1", "dataset": "holdout"},
-        headers={"X-Modelreg-Actor": "bad actor/with slash"},
+        {"stages": ["Staging"], "metric": "f1", "dataset": "holdout", "reason": "r"},
+        headers={"X-Modelreg-Actor": "someone-else", **bearer(base, "carol", "release")},
     )
-    assert history(base, "INT", "AImodel")[0]["actor"] == "anonymous"
+    assert history(base, "INT", "AImodel")[0]["actor"] == "carol"
 
 
 def test_history_pages_cover_every_change_once(base: Api) -> None:

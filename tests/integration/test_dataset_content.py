@@ -18,7 +18,7 @@ from werkzeug.test import TestResponse
 from service import blobs, datasets
 from service.app import create_app
 from service.config import load_settings
-from tests.integration.conftest import Api, assert_error, sha
+from tests.integration.conftest import ADMIN_TOKEN, Api, assert_error, sha
 
 META = {"name": "wine-holdout", "target": "target", "task": "classification"}
 
@@ -79,6 +79,7 @@ def make_api(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Api]]:
             data_dir=str(tmp_path / "data"),
             database_url=database_url,
             artifact_root=str(tmp_path / "artifacts"),
+            admin_token=ADMIN_TOKEN,
             **overrides,
         )
         apps.append(create_app(settings))

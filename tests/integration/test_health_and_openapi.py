@@ -7,7 +7,7 @@ from pathlib import Path
 
 from service.app import create_app
 from service.config import load_settings
-from tests.integration.conftest import Api, assert_error
+from tests.integration.conftest import ADMIN_TOKEN, Api, assert_error, authorized
 
 DESIGN_PATHS = {
     "/api/v1/models": {"get", "post"},
@@ -68,10 +68,11 @@ def test_an_unreachable_database_is_503_unavailable_not_a_traceback(tmp_path: Pa
         data_dir=str(tmp_path / "data"),
         database_url="postgresql+psycopg2://postgres@127.0.0.1:1/none?connect_timeout=2",
         artifact_root=str(tmp_path / "artifacts"),
+        admin_token=ADMIN_TOKEN,
     )
     app = create_app(settings)
     try:
-        client = app.test_client()
+        client = authorized(app.test_client())
         assert client.get("/healthz").status_code == 200
         assert_error(client.get("/readyz"), 503, "unavailable")
         for response in (

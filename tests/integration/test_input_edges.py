@@ -8,7 +8,7 @@ import threading
 import pytest
 from flask import Flask
 
-from tests.integration.conftest import Api, register_dataset
+from tests.integration.conftest import Api, authorized, register_dataset
 
 
 def _model(api: Api) -> None:
@@ -91,7 +91,7 @@ def test_two_first_registrations_of_one_dataset_name_both_succeed(app: Flask) ->
     answers: list[tuple[int, int]] = []
 
     def register() -> None:
-        client = app.test_client()
+        client = authorized(app.test_client())
         barrier.wait()
         got = client.post("/api/v1/datasets", json={"name": "fresh", "sha256": digest})
         answers.append((got.status_code, got.get_json().get("revision", -1)))

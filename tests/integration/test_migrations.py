@@ -12,6 +12,7 @@ from service.app import create_app
 from service.config import load_settings
 from service.db import migrate
 from service.db.models import Base
+from tests.integration.conftest import ADMIN_TOKEN, authorized
 
 
 def _tables(url: str) -> set[str]:
@@ -66,10 +67,11 @@ def test_downgrade_to_base_removes_every_table_and_upgrade_restores_them(
             data_dir=str(tmp_path / "data"),
             database_url=fresh_database_url,
             artifact_root=str(tmp_path / "artifacts"),
+            admin_token=ADMIN_TOKEN,
         )
     )
     try:
-        client = app.test_client()
+        client = authorized(app.test_client())
         assert client.post("/api/v1/models", json={"name": "m"}).status_code == 201
         assert client.get("/api/v1/models/m").get_json()["name"] == "m"
     finally:

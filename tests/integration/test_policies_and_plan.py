@@ -9,6 +9,7 @@ import pytest
 from tests.integration.conftest import (
     Api,
     assert_error,
+    bearer,
     champion,
     create_model,
     create_run,
@@ -220,7 +221,7 @@ def test_a_policy_change_records_who_made_it_and_why(base: Api) -> None:
     response = base.put(
         "/environments/PROD/policies/m",
         policy_body(reason="widen for 2.x"),
-        headers={"X-Modelreg-Actor": "alice"},
+        headers=bearer(base, "alice", "release"),
     )
     assert response.status_code == 201
     body = _policy(base)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tests.integration.conftest import (
     Api,
     assert_error,
+    bearer,
     champion,
     create_model,
     create_run,
@@ -117,7 +118,7 @@ def test_with_force_the_transition_proceeds_and_history_shows_the_champion_gone(
     response = api.post(
         "/models/m/versions/1.0/transitions",
         {"stage": "Archived", "reason": "retire", "force": True},
-        headers={"X-Modelreg-Actor": "release-eng"},
+        headers=bearer(api, "release-eng", "release"),
     )
     assert response.status_code == 200, response.get_json()
     outcomes = response.get_json()["champions"]
