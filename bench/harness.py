@@ -164,6 +164,35 @@ class Server:
         return ""
 
 
+# The serving layers' reader token: a row in every benchmark database, looked up by
+# its hash on each request exactly as in production (not the admin shortcut).
+READER_SECRET = "mr_bench-reader-secret-not-for-production"
+
+
+def add_reader_token(url: str) -> None:
+    from service import tokens
+    from service.db.models import ApiToken
+    from service.db.session import Database
+
+    db = Database(url)
+    try:
+        with db.unit_of_work() as session:
+            session.add(
+                ApiToken(
+                    name="bench-reader",
+                    name_key="bench-reader",
+                    role="reader",
+                    secret_sha256=tokens.digest(READER_SECRET),
+                    prefix=READER_SECRET[:9],
+                    created_by="bench",
+                )
+            )
+            session.commit()
+    finally:
+        db.dispose()
+    loadgen.HEADERS["Authorization"] = f"Bearer {READER_SECRET}"
+
+
 def server_env(url: str, data_dir: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
     env.update(

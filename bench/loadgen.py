@@ -37,12 +37,17 @@ class Closed(Exception):
     """The server closed the connection."""
 
 
+# Headers every request carries (the serving layer's bearer token); the floor ignores them.
+HEADERS: dict[str, str] = {}
+
+
 class Connection:
     def __init__(self, host: str, port: int, path: str) -> None:
         self.host, self.port = host, port
+        extra = "".join(f"{k}: {v}\r\n" for k, v in HEADERS.items())
         self.request = (
             f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-            "Accept: application/json\r\nUser-Agent: modelreg-bench\r\n\r\n"
+            f"Accept: application/json\r\nUser-Agent: modelreg-bench\r\n{extra}\r\n"
         ).encode("ascii")
         self.sock: socket.socket | None = None
         self.buf = bytearray()
@@ -307,11 +312,11 @@ def stall_check(
     deadline = time.perf_counter() + max_seconds
     try:
         for _ in range(5):  # open the connection and warm the path up
-            conn.request("GET", path)
+            conn.request("GET", path, headers=HEADERS)
             conn.getresponse().read()
         for _ in range(requests):
             t0 = time.perf_counter_ns()
-            conn.request("GET", path, headers={"Accept": "application/json"})
+            conn.request("GET", path, headers={"Accept": "application/json", **HEADERS})
             resp = conn.getresponse()
             resp.read()
             latencies.append(time.perf_counter_ns() - t0)

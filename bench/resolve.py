@@ -50,6 +50,7 @@ from harness import (  # noqa: E402
     Databases,
     Quiet,
     Server,
+    add_reader_token,
     champion_server,
     floor_server,
     log,
@@ -307,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{filled.policy_seconds:.1f} s); champion run {filled.champion_run_id} "
                 f"(version {filled.champion_version})"
             )
+            add_reader_token(url)
             fills.append(asdict(filled))
             servers.append(champion_server(runs, url, data_dir, args.workers, args.threads))
             servers.append(
