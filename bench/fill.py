@@ -32,6 +32,7 @@ from sqlalchemy import func, select
 
 from service import champion_reads as reads
 from service import datasets, environments, evaluations, registry, runs
+from service.access import Caller
 from service.artifacts import LocalArtifactStore
 from service.db.models import Evaluation, Run
 from service.db.session import Database
@@ -40,7 +41,8 @@ MODEL = "AImodel"
 ENV = "PROD"
 OTHER_ENV = "INT"
 DATASET = "wine-holdout"
-ACTOR = "bench"
+# Who the audit trail and the champion history name for what the benchmark writes.
+ACTOR = Caller("bench", "admin")
 BATCH = 1_000
 
 
@@ -149,24 +151,28 @@ def fill(
 
         labels = version_labels(n_runs)
         with db.unit_of_work() as s:
-            registry.create_model(s, MODEL, "benchmark model")
+            registry.create_model(s, MODEL, "benchmark model", caller=ACTOR)
         for i, label in enumerate(labels):
             with db.unit_of_work() as s:
-                registry.create_version(s, MODEL, label)
+                registry.create_version(s, MODEL, label, caller=ACTOR)
             target = _stage_of(i)
             path = {"Production": ["Staging", "Production"], "Staging": ["Staging"]}.get(target, [])
             for stage in path:
                 with db.unit_of_work() as s:
                     registry.transition(
-                        s, MODEL, label, stage=stage, reason="bench", force=True, actor=ACTOR
+                        s, MODEL, label, stage=stage, reason="bench", force=True, caller=ACTOR
                     )
         with db.unit_of_work() as s:
             datasets.register_revision(
-                s, DATASET, hashlib.sha256(b"wine-holdout v1").hexdigest(), "bench test set"
+                s,
+                DATASET,
+                hashlib.sha256(b"wine-holdout v1").hexdigest(),
+                "bench test set",
+                caller=ACTOR,
             )
         for env in (ENV, OTHER_ENV):
             with db.unit_of_work() as s:
-                environments.put_environment(s, env, f"{env} (benchmark)")
+                environments.put_environment(s, env, f"{env} (benchmark)", caller=ACTOR)
 
         per_version, extra = divmod(n_runs, len(labels))
         jobs = [(label, per_version + (1 if i < extra else 0)) for i, label in enumerate(labels)]
@@ -194,16 +200,24 @@ def fill(
 
         policies = {
             ENV: environments.PolicyInput(
-                versions="<=5.0", stages=("Production",), metric="f1", dataset=DATASET
+                versions="<=5.0",
+                stages=("Production",),
+                metric="f1",
+                dataset=DATASET,
+                reason="bench",
             ),
             OTHER_ENV: environments.PolicyInput(
-                versions="<=10.0", stages=("Staging", "Production"), metric="f1", dataset=DATASET
+                versions="<=10.0",
+                stages=("Staging", "Production"),
+                metric="f1",
+                dataset=DATASET,
+                reason="bench",
             ),
         }
         policy_started = time.perf_counter()
         for env, body in policies.items():
             with db.unit_of_work() as s:
-                environments.put_policy(s, env, MODEL, body, if_match=None, actor=ACTOR)
+                environments.put_policy(s, env, MODEL, body, if_match=None, caller=ACTOR)
         policy_seconds = time.perf_counter() - policy_started
 
         with db.unit_of_work(write=False) as s:

@@ -5,8 +5,9 @@ Roles are ordered: every role may do what the roles before it may.
 - ``reader``: serving layers — every GET, artifact and dataset downloads.
 - ``ci``: also registers models, versions, runs, datasets and evaluations, and moves
   versions between ``None`` and ``Staging``.
-- ``release``: also environments, policies, pins, run removal and every transition.
-- ``admin``: everything, tokens and the audit log included.
+- ``release``: also environments, policies, pins, run removal, every transition, and
+  reading the audit trail.
+- ``admin``: everything, tokens included.
 """
 
 from __future__ import annotations

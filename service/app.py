@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import IO, Any, cast
 
 from flask import Flask, Request, request
+from flask_cors import CORS
 from flask_smorest import Api
 
 from service.api import (
+    audit,
     auth,
     champions,
     datasets,
@@ -25,7 +28,10 @@ from service.db.session import Database
 
 MULTIPART_OVERHEAD = 1024 * 1024
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
-_ACCEPTED_BODIES = {"application/json", "multipart/form-data"}
+# The only routes that take multipart/form-data (a file upload); every other body is
+# JSON. An HTML form can post multipart or urlencoded bodies across origins without a
+# CORS preflight: those are refused everywhere else.
+UPLOAD_ROUTES = {("POST", "runs.Runs"), ("POST", datasets.UPLOAD_ENDPOINT)}
 
 
 class UploadRequest(Request):
@@ -62,23 +68,44 @@ def _too_large(limit: int) -> Any:
     )
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _refuse_control_characters() -> Any:
+    """No name, version or parameter holds a control character; NUL in particular
+    would reach PostgreSQL, which refuses it in text. One answer on every database."""
+    if _CONTROL.search(request.path) or any(
+        _CONTROL.search(key) or _CONTROL.search(value)
+        for key, value in request.args.items(multi=True)
+    ):
+        return errors.error_response(
+            400, "bad_request", "the URL contains control characters (percent-encoded or not)"
+        )
+    return None
+
+
 def _limit_body() -> Any:
     """Cap the body before anything reads it, and refuse bodies we cannot parse."""
     if request.method in ("GET", "HEAD") and not request.content_length:
         return None  # the serving layers' polls: nothing to check
+    if request.url_rule is None:
+        return None  # no such route (404) or method (405): the body is never read
     settings = ctx().settings
-    if request.mimetype == "multipart/form-data":
+    upload = (request.method, request.endpoint) in UPLOAD_ROUTES
+    if upload and request.mimetype == "multipart/form-data":
         request.max_content_length = _max_file_bytes(request) + MULTIPART_OVERHEAD
     else:
         request.max_content_length = settings.max_json_bytes
     has_body = bool(request.content_length) or "chunked" in request.headers.get(
         "Transfer-Encoding", ""
     )
-    if request.method in _BODY_METHODS and has_body and request.mimetype not in _ACCEPTED_BODIES:
+    accepted = {"application/json", "multipart/form-data"} if upload else {"application/json"}
+    if request.method in _BODY_METHODS and has_body and request.mimetype not in accepted:
         return errors.error_response(
             415,
             "unsupported_media_type",
-            f"send application/json (or multipart/form-data for uploads), not {request.mimetype!r}",
+            f"send {' or '.join(sorted(accepted))} here, not {request.mimetype!r}",
+            {"accepted": sorted(accepted)},
         )
     if request.content_length and request.content_length > request.max_content_length:
         return _too_large(request.max_content_length)
@@ -98,6 +125,33 @@ def _discard_uploads(_exc: BaseException | None) -> None:
         cast(IncomingFile, incoming).discard()
 
 
+def _cors(app: Flask, origins: list[str]) -> None:
+    """CORS grants for the configured origins only (none by default).
+
+    Each origin matches exactly (case-insensitively), never as a pattern or prefix.
+    Browsers send tokens only when the page's script adds them: no cookies, so no
+    credentials mode. A preflight from a configured origin needs no token
+    (``service.api.auth``); the request that follows does.
+    """
+    if not origins:
+        return
+    CORS(
+        app,
+        origins=[re.compile(re.escape(o) + r"\Z", re.IGNORECASE) for o in origins],
+        allow_headers=[
+            "Authorization",
+            "Content-Type",
+            "If-Match",
+            "If-None-Match",
+            "X-Request-ID",
+        ],
+        expose_headers=["ETag", "X-Request-ID", "Location", "Content-Disposition"],
+        supports_credentials=False,
+        always_send=False,
+        max_age=600,
+    )
+
+
 class _Api(Api):  # type: ignore[misc]
     # Read while Api() initializes: the documented error responses must show our shape.
     ERROR_SCHEMA = errors.ApiErrorSchema
@@ -107,6 +161,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     # No static route: every route must be declared in service.api.roles.
     app = Flask("modelreg", static_folder=None)
+    # "/api/v1//models" is not "/api/v1/models": a 404, not a redirect (an HTML page).
+    app.url_map.merge_slashes = False
     app.request_class = UploadRequest
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.config.update(
@@ -126,13 +182,16 @@ def create_app(settings: Settings | None = None) -> Flask:
     api = _Api(app, spec_kwargs={"info": {"description": "Model registry and promotion service"}})
     for blueprint in (models.blp, runs.blp, datasets.blp, champions.blp, jobs.blp, tokens.blp):
         api.register_blueprint(blueprint)
+    api.register_blueprint(audit.blp)
     app.register_blueprint(health.blp)
 
     # Who is calling comes first: an anonymous caller learns nothing, not even limits.
     auth.register(app)
+    app.before_request(_refuse_control_characters)
     app.before_request(_limit_body)
     # After Api(): flask-smorest registers its own handler, ours must win.
     errors.register(app)
     app.teardown_request(_discard_uploads)
+    _cors(app, settings.cors_origin_list)
     app.teardown_appcontext(close_sessions)
     return app

@@ -226,6 +226,7 @@ def token_create(name: str, role: str, expires_at: Any) -> None:
     from datetime import UTC
 
     from service import tokens
+    from service.access import Caller
     from service.db.session import Database
     from service.errors import ServiceError
 
@@ -238,7 +239,11 @@ def token_create(name: str, role: str, expires_at: Any) -> None:
             when = expires_at.replace(tzinfo=UTC) if expires_at is not None else None
             try:
                 created = tokens.create(
-                    session, name, role, expires_at=when, created_by="modelreg token create"
+                    session,
+                    name,
+                    role,
+                    expires_at=when,
+                    caller=Caller("modelreg token create", "cli"),
                 )
             except ServiceError as exc:
                 raise click.ClickException(exc.message) from None
@@ -273,6 +278,7 @@ def token_list() -> None:
 def token_revoke(token_id: int) -> None:
     """Revoke a token by id: refused from this moment on."""
     from service import tokens
+    from service.access import Caller
     from service.db.session import Database
     from service.errors import ServiceError
 
@@ -281,7 +287,7 @@ def token_revoke(token_id: int) -> None:
     try:
         with _database_errors(url), db.unit_of_work() as session:
             try:
-                tokens.revoke(session, token_id, revoked_by="modelreg token revoke")
+                tokens.revoke(session, token_id, caller=Caller("modelreg token revoke", "cli"))
             except ServiceError as exc:
                 raise click.ClickException(exc.message) from None
             session.commit()

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from service import blobs, dataset_content
+from service import audit, blobs, dataset_content
+from service.access import Caller
 from service.artifacts import SHA256_RE, ArtifactStore, IncomingFile
 from service.db.models import Dataset, DatasetRevision, PolicyRow, RegisteredModel
 from service.db.session import Database
@@ -75,12 +77,43 @@ def list_datasets(session: Session, page_token: str | None, page_size: int) -> P
     return offset_page(rows, page_token, page_size)
 
 
+def revision_document(rev: DatasetRevision) -> dict[str, Any]:
+    """A revision as the audit trail keeps it."""
+    return {
+        "dataset": rev.dataset.name,
+        "revision": rev.revision,
+        "sha256": rev.sha256,
+        "description": rev.description,
+        "has_content": rev.has_content,
+        "target": rev.target,
+        "task": rev.task,
+    }
+
+
+def _audit_registration(
+    session: Session,
+    caller: Caller,
+    rev: DatasetRevision,
+    *,
+    before: dict[str, Any] | None,
+    created: bool,
+) -> None:
+    audit.record(
+        session,
+        caller,
+        "dataset.register",
+        f"datasets/{rev.label}",
+        before=before,
+        after={**revision_document(rev), "created": created},
+    )
+
+
 def register_revision(
-    session: Session, name: str, sha256: str, description: str = ""
+    session: Session, name: str, sha256: str, description: str = "", *, caller: Caller
 ) -> tuple[DatasetRevision, bool]:
     """Register content by digest; the same digest again returns the existing revision.
 
-    Returns ``(revision, created)``.
+    Returns ``(revision, created)``. Both outcomes are audited.
     """
     check_name("name", name)
     digest = sha256.strip().lower()
@@ -93,6 +126,10 @@ def register_revision(
         )
     )
     if existing is not None:
+        _audit_registration(
+            session, caller, existing, before=revision_document(existing), created=False
+        )
+        session.commit()
         return existing, False
     latest = session.scalar(
         select(func.max(DatasetRevision.revision)).where(DatasetRevision.dataset_id == ds.id)
@@ -102,6 +139,7 @@ def register_revision(
     )
     session.add(rev)
     session.flush()  # the dataset row's lock makes this revision number ours
+    _audit_registration(session, caller, rev, before=None, created=True)
     session.commit()
     return rev, True
 
@@ -173,7 +211,7 @@ def upload_revision(
     max_rows: int,
     max_columns: int,
     max_bytes: int | None = None,
-    actor: str = "",
+    caller: Caller,
     job_attempts: int = 3,
 ) -> tuple[int, bool]:
     """Register a revision with its content. Returns ``(revision number, created)``.
@@ -194,7 +232,18 @@ def upload_revision(
         known = _revision_by_digest(session, meta.name, digest)
         if known is not None and known.has_content:
             _check_same_use(known, meta)
-            return known.revision, False
+            known_id = known.id
+        else:
+            known_id = None
+    if known_id is not None:
+        with db.unit_of_work() as session:
+            found = session.get(DatasetRevision, known_id)
+            if found is not None:  # revisions are never removed; this is for mypy
+                doc = revision_document(found)
+                _audit_registration(session, caller, found, before=doc, created=False)
+                number = found.revision
+                session.commit()
+                return number, False
     info = dataset_content.inspect(
         upload.path,
         meta.target,
@@ -221,6 +270,7 @@ def upload_revision(
                 )
             )
             created = rev is None
+            old = revision_document(rev) if rev is not None else None
             if rev is None:
                 latest = session.scalar(
                     select(func.max(DatasetRevision.revision)).where(
@@ -248,8 +298,23 @@ def upload_revision(
                 rev.row_count = info.row_count
                 rev.columns = info.columns
             session.flush()
+            scheduled = 0
             if attached:
-                _schedule_named(session, rev, actor=actor, job_attempts=job_attempts)
+                scheduled = _schedule_named(
+                    session, rev, actor=caller.name, job_attempts=job_attempts
+                )
+            audit.record(
+                session,
+                caller,
+                "dataset.register",
+                f"datasets/{rev.label}",
+                before=old,
+                after={
+                    **revision_document(rev),
+                    "created": created,
+                    "evaluations_scheduled": scheduled,
+                },
+            )
             number = rev.revision
             session.commit()
             return number, created
@@ -285,7 +350,7 @@ def _check_same_use(rev: DatasetRevision, meta: ContentInput) -> None:
 
 def _schedule_named(
     session: Session, revision: DatasetRevision, *, actor: str, job_attempts: int
-) -> None:
+) -> int:
     """Content arrived for a revision that policies may already name: score their runs.
 
     Each model's lock keeps a run registered meanwhile from slipping between its own
@@ -298,9 +363,10 @@ def _schedule_named(
     models = session.scalars(
         select(RegisteredModel).where(RegisteredModel.id.in_(naming)).order_by(RegisteredModel.id)
     ).all()
+    scheduled = 0
     for model in models:
         lock_model(session, model)
-        jobs.schedule_for_revision(
+        scheduled += jobs.schedule_for_revision(
             session,
             model.id,
             revision,
@@ -308,3 +374,4 @@ def _schedule_named(
             actor=actor,
             max_attempts=job_attempts,
         )
+    return scheduled

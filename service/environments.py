@@ -13,9 +13,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from policies import Policy, PolicyError
-from service import champion_reads, champions, datasets, jobs
+from service import audit, champion_reads, champions, datasets, jobs
+from service.access import Caller
+from service.clock import iso
 from service.db.models import Champion, Environment, PolicyRow, utcnow
-from service.errors import NotFound, PreconditionFailed, ValidationFailed
+from service.errors import NotFound, PreconditionFailed, PreconditionRequired, ValidationFailed
 from service.names import SPECIFIER_LEN, check_name, name_key
 from service.pagination import Page, offset_page
 from service.registry import get_model
@@ -37,17 +39,26 @@ class PolicyInput:
 
 
 def put_environment(
-    session: Session, name: str, description: str | None
+    session: Session, name: str, description: str | None, *, caller: Caller
 ) -> tuple[Environment, bool]:
     check_name("name", name)
     env = session.scalar(select(Environment).where(Environment.name_key == name_key(name)))
     created = env is None
+    before = None if env is None else {"name": env.name, "description": env.description}
     if env is None:
         env = Environment(name=name, name_key=name_key(name), description=description or "")
         session.add(env)
     elif description is not None and description != env.description:
         env.description = description
         env.updated_at = utcnow()
+    audit.record(
+        session,
+        caller,
+        "environment.put",
+        f"environments/{env.name}",
+        before=before,
+        after={"name": env.name, "description": env.description},
+    )
     session.commit()
     return env, created
 
@@ -101,6 +112,27 @@ def get_policy(session: Session, environment: str, model: str) -> PolicyRow:
     return row
 
 
+def policy_target(row: PolicyRow) -> str:
+    return f"environments/{row.environment.name}/policies/{row.model.name}"
+
+
+def policy_document(row: PolicyRow) -> dict[str, Any]:
+    """A policy's fields and revision, as the audit trail keeps them."""
+    return {
+        "versions": row.versions,
+        "stages": list(row.stages),
+        "metric": row.metric,
+        "dataset": row.dataset_revision.label,
+        "direction": row.direction,
+        "min_value": row.min_value,
+        "min_improvement": row.min_improvement,
+        "allow_prereleases": row.allow_prereleases,
+        "require_verified": row.require_verified,
+        "revision": row.revision,
+        "updated_at": iso(row.updated_at),
+    }
+
+
 def _validated(body: PolicyInput, dataset_label: str) -> Policy:
     try:
         return Policy(
@@ -145,16 +177,20 @@ def put_policy(
     body: PolicyInput,
     *,
     if_match: int | None,
-    actor: str,
+    caller: Caller,
     dry_run: bool = False,
     job_attempts: int = 3,
 ) -> PolicyChange:
     """Create or replace a policy and recompute that environment's champion.
 
-    ``if_match`` is the revision the client last saw; a different current
-    revision answers 412. A replacement that would leave the environment with
-    no champion is refused unless ``body.force``.
+    A change needs a reason. ``if_match`` is the revision the client last saw:
+    replacing an existing policy without it answers 428, with another revision
+    412 (also when no policy exists yet). A replacement that would leave the
+    environment with no champion is refused unless ``body.force``. A ``dry_run``
+    (the plan) needs neither reason nor ``if_match`` and records nothing.
     """
+    if not dry_run:
+        audit.require_reason(body.reason, "a policy change")
     env = get_environment(session, environment)
     mdl = get_model(session, model, lock=True)
     if body.metric and not isinstance(body.metric, str):
@@ -172,6 +208,13 @@ def put_policy(
             f"policy revision is {current}, not {if_match}" if current else "no policy exists yet",
             {"revision": current},
         )
+    if if_match is None and current is not None and not dry_run:
+        raise PreconditionRequired(
+            f"replacing a policy needs If-Match: <revision> (the current one is {current}); "
+            "read it with GET first",
+            {"revision": current},
+        )
+    old = policy_document(row) if row is not None else None
     before = champion_reads.stored_champion(session, env.id, mdl.id)
     values = {
         "versions": policy.versions,
@@ -193,24 +236,31 @@ def put_policy(
     if changed and not created:
         for key, value in values.items():
             setattr(row, key, value)
+        # The audit's ``old`` document loaded the relationship: keep it in step.
+        row.dataset_revision = revision
         row.revision += 1
     if changed:
         row.reason = body.reason
-        row.updated_by = actor
+        row.updated_by = caller.name
         row.updated_at = utcnow()
     session.flush()
     scheduled = 0
     if names_new_revision:
         # Every run of the model gets scored on the revision the policy now names.
         scheduled = jobs.schedule_for_revision(
-            session, mdl.id, revision, trigger="policy", actor=actor, max_attempts=job_attempts
+            session,
+            mdl.id,
+            revision,
+            trigger="policy",
+            actor=caller.name,
+            max_attempts=job_attempts,
         )
-    champions.recompute(
+    outcomes = champions.recompute(
         session,
         mdl,
         trigger="policy",
         detail=f"policy revision {row.revision}" + (f" ({body.reason})" if body.reason else ""),
-        actor=actor,
+        actor=caller.name,
         force=body.force or dry_run,
         environment_id=env.id,
     )
@@ -218,15 +268,31 @@ def put_policy(
     eligible = len(champions.decide(session, row, policy).ranked)
     result = PolicyChange(row, created, changed, before, after, eligible, scheduled)
     if not dry_run:
+        audit.record(
+            session,
+            caller,
+            "policy.put",
+            policy_target(row),
+            before=old,
+            after={
+                **policy_document(row),
+                "changed": changed,
+                "evaluations_scheduled": scheduled,
+                "champions": audit.champion_moves(outcomes),
+            },
+            reason=body.reason,
+        )
         session.commit()
     return result
 
 
 def plan(
-    session: Session, environment: str, model: str, body: PolicyInput, *, actor: str
+    session: Session, environment: str, model: str, body: PolicyInput, *, caller: Caller
 ) -> dict[str, Any]:
     """What ``put_policy`` would do, without doing it."""
-    change = put_policy(session, environment, model, body, if_match=None, actor=actor, dry_run=True)
+    change = put_policy(
+        session, environment, model, body, if_match=None, caller=caller, dry_run=True
+    )
     session.rollback()
     before_run = change.before["run_id"] if change.before else None
     after_run = change.after["run_id"] if change.after else None

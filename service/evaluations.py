@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import champions, datasets
+from service import audit, champions, datasets
+from service.access import Caller
 from service.db.models import Evaluation, Run
 from service.errors import AlreadyExists, NotFound, ValidationFailed
 from service.names import NAME_RE
@@ -78,20 +79,40 @@ def add(
     return rows
 
 
+def target(run_id: int, dataset_label: str) -> str:
+    """Evaluations are audited under their run: ``runs/12/evaluations/wine-holdout@2``."""
+    return f"runs/{run_id}/evaluations/{dataset_label}"
+
+
 def record(
-    session: Session, run_id: int, dataset: str, metrics: Mapping[str, float], *, actor: str
+    session: Session, run_id: int, dataset: str, metrics: Mapping[str, float], *, caller: Caller
 ) -> list[Evaluation]:
     """Record reported metrics of a run and move the champions they can move."""
     model = get_run(session, run_id).model_version.model
     lock_model(session, model)
     run = get_run(session, run_id)  # it may have been removed while we waited: 404
     rows = add(session, run, dataset, metrics)
-    champions.recompute(
+    label = rows[0].dataset_revision.label
+    outcomes = champions.recompute(
         session,
         model,
         trigger="evaluation",
-        detail=f"run {run.id} on {rows[0].dataset_revision.label}",
-        actor=actor,
+        detail=f"run {run.id} on {label}",
+        actor=caller.name,
+    )
+    audit.record(
+        session,
+        caller,
+        "evaluation.create",
+        target(run.id, label),
+        before=None,
+        after={
+            "run_id": run.id,
+            "dataset": label,
+            "source": "reported",
+            "metrics": {row.metric: row.value for row in rows},
+            "champions": audit.champion_moves(outcomes),
+        },
     )
     session.commit()
     return rows

@@ -31,7 +31,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, selectinload
 
-from service import datasets
+from service import audit, datasets
+from service.access import Caller
 from service.db.models import (
     DatasetRevision,
     Evaluation,
@@ -215,15 +216,35 @@ def request_evaluation(
 
 
 def evaluate_on_request(
-    session: Session, run_id: int, dataset: str, *, actor: str, max_attempts: int
+    session: Session, run_id: int, dataset: str, *, caller: Caller, max_attempts: int
 ) -> tuple[Job, bool]:
-    """``POST /runs/{id}/evaluate``: serialized per model, so a pair gets one job."""
-    from service.evaluations import get_run
+    """``POST /runs/{id}/evaluate``: serialized per model, so a pair gets one job.
+
+    Audited also when it returns an existing job (``created: false``).
+    """
+    from service.evaluations import get_run, target
     from service.registry import lock_model
 
     lock_model(session, get_run(session, run_id).model_version.model)
     run = get_run(session, run_id)  # removed while we waited: 404
-    job, created = request_evaluation(session, run, dataset, actor=actor, max_attempts=max_attempts)
+    job, created = request_evaluation(
+        session, run, dataset, actor=caller.name, max_attempts=max_attempts
+    )
+    label = job.dataset_revision.label
+    audit.record(
+        session,
+        caller,
+        "evaluation.request",
+        target(run.id, label),
+        before=None,
+        after={
+            "run_id": run.id,
+            "dataset": label,
+            "job_id": job.id,
+            "state": job.state,
+            "created": created,
+        },
+    )
     session.commit()
     return job, created
 

@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session, selectinload
 
 from policies.stages import STAGES, allowed_targets, can_transition
 from policies.versions import InvalidVersionError, in_tolerance, parse_specifier
-from service import champions
-from service.access import allows, transition_role
+from service import audit, champions
+from service.access import Caller, allows, transition_role
 from service.db.models import ModelVersion, RegisteredModel, utcnow
 from service.errors import (
     AlreadyExists,
@@ -41,8 +41,21 @@ def lock_model(session: Session, model: RegisteredModel) -> None:
     session.expire_all()
 
 
+def model_target(model: RegisteredModel) -> str:
+    return f"models/{model.name}"
+
+
+def version_target(mv: ModelVersion) -> str:
+    return f"models/{mv.model.name}/versions/{mv.version}"
+
+
 def create_model(
-    session: Session, name: str, description: str = "", tags: dict[str, Any] | None = None
+    session: Session,
+    name: str,
+    description: str = "",
+    tags: dict[str, Any] | None = None,
+    *,
+    caller: Caller,
 ) -> RegisteredModel:
     check_name("name", name)
     if session.scalar(select(RegisteredModel.id).where(RegisteredModel.name_key == name_key(name))):
@@ -56,6 +69,14 @@ def create_model(
     except IntegrityError:
         # A concurrent request registered the same name between our check and insert.
         raise AlreadyExists(f"model {name!r} already exists", {"name": name}) from None
+    audit.record(
+        session,
+        caller,
+        "model.create",
+        model_target(model),
+        before=None,
+        after={"name": model.name, "description": model.description, "tags": model.tags},
+    )
     session.commit()
     return model
 
@@ -92,6 +113,8 @@ def create_version(
     version: str,
     description: str = "",
     tags: dict[str, Any] | None = None,
+    *,
+    caller: Caller,
 ) -> ModelVersion:
     normalized, canonical = parse_version_field("version", version)
     model = get_model(session, model_name)
@@ -122,6 +145,20 @@ def create_version(
             f"{model.name} already has a version equal to {normalized}",
             {"model": model.name, "version": normalized},
         ) from None
+    audit.record(
+        session,
+        caller,
+        "version.create",
+        version_target(mv),
+        before=None,
+        after={
+            "model": model.name,
+            "version": mv.version,
+            "stage": mv.stage,
+            "description": mv.description,
+            "tags": mv.tags,
+        },
+    )
     session.commit()
     return mv
 
@@ -182,29 +219,45 @@ def transition(
     stage: str,
     reason: str,
     force: bool,
-    actor: str,
-    role: str = "admin",
+    caller: Caller,
+    from_stage: str | None = None,
 ) -> tuple[ModelVersion, list[champions.Outcome]]:
     """Move a version to another stage and recompute the champions it can move.
 
-    Refused with ``forbidden`` when ``role`` may not make this transition (``ci``
-    moves only between None and Staging), and with ``would_leave_no_model`` when an
+    ``from_stage``, when given, is the stage the client believes the version is in:
+    a version that has moved meanwhile answers ``invalid_transition`` with its
+    actual stage. Refused with ``forbidden`` when the caller's role may not make
+    this transition (``ci`` moves only between None and Staging); a transition into
+    or out of Production needs a reason; and ``would_leave_no_model`` when an
     environment that has a champion would be left with none, unless ``force``.
     """
     if stage not in STAGES:
         raise ValidationFailed.field("stage", f"unknown stage {stage!r}; known: {list(STAGES)}")
+    if from_stage is not None and from_stage not in STAGES:
+        raise ValidationFailed.field(
+            "from_stage", f"unknown stage {from_stage!r}; known: {list(STAGES)}"
+        )
     mv = get_version(session, model_name, version, lock_for_champions=True)
+    if from_stage is not None and mv.stage != from_stage:
+        raise InvalidTransition(
+            f"{mv.model.name} {mv.version} is in {mv.stage}, not {from_stage}: "
+            "it moved since you looked",
+            {"from_stage": from_stage, "actual": mv.stage, "to": stage},
+        )
     if not can_transition(mv.stage, stage):
         raise InvalidTransition(
             f"{mv.model.name} {mv.version} cannot move from {mv.stage} to {stage}",
             {"from": mv.stage, "to": stage, "allowed": allowed_targets(mv.stage)},
         )
     needed = transition_role(mv.stage, stage)
-    if not allows(role, needed):
+    if not allows(caller.role, needed):
         raise Forbidden(
-            f"moving {mv.stage} -> {stage} needs the {needed!r} role; this token has {role!r}",
-            {"from": mv.stage, "to": stage, "required": needed, "role": role},
+            f"moving {mv.stage} -> {stage} needs the {needed!r} role; "
+            f"this token has {caller.role!r}",
+            {"from": mv.stage, "to": stage, "required": needed, "role": caller.role},
         )
+    if "Production" in (mv.stage, stage):
+        audit.require_reason(reason, "a transition into or out of Production")
     previous = mv.stage
     mv.stage = stage
     mv.stage_changed_at = utcnow()
@@ -214,8 +267,17 @@ def transition(
         mv.model,
         trigger="transition",
         detail=f"{mv.version}: {previous} -> {stage}" + (f" ({reason})" if reason else ""),
-        actor=actor,
+        actor=caller.name,
         force=force,
+    )
+    audit.record(
+        session,
+        caller,
+        "version.transition",
+        version_target(mv),
+        before={"stage": previous},
+        after={"stage": stage, "champions": audit.champion_moves(outcomes)},
+        reason=reason,
     )
     session.commit()
     return mv, outcomes

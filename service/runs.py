@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import blobs, champions, datasets, evaluations, jobs
+from service import audit, blobs, champions, datasets, evaluations, jobs
+from service.access import Caller
 from service.artifacts import ArtifactStore, IncomingFile
 from service.db.models import ModelVersion, Run
 from service.db.session import Database
@@ -63,11 +64,14 @@ def safe_filename(filename: str | None) -> str:
 
     >>> safe_filename("../../etc/passwd"), safe_filename("C:\\\\x\\\\m.pkl"), safe_filename(None)
     ('passwd', 'm.pkl', '')
+    >>> safe_filename(".."), safe_filename("x/."), safe_filename("\\u202egpj.exe")
+    ('', '', 'gpj.exe')
     """
     if not filename:
         return ""
     last = filename.replace("\\", "/").rsplit("/", 1)[-1]
-    return "".join(ch for ch in last if ch.isprintable())[:255]
+    name = "".join(ch for ch in last if ch.isprintable())[:255]
+    return "" if name in (".", "..") else name
 
 
 def create_run(
@@ -79,7 +83,7 @@ def create_run(
     filename: str | None,
     meta: RunInput,
     *,
-    actor: str,
+    caller: Caller,
     job_attempts: int = 3,
 ) -> Run:
     """Store the artifact, then the run with its reported evaluations, in one transaction.
@@ -110,23 +114,63 @@ def create_run(
                 evaluations.add(
                     session, run, ev["dataset"], ev["metrics"], field=f"evaluations.{i}.dataset"
                 )
-            jobs.schedule_for_run(
-                session, run, trigger="run_registered", actor=actor, max_attempts=job_attempts
+            scheduled = jobs.schedule_for_run(
+                session,
+                run,
+                trigger="run_registered",
+                actor=caller.name,
+                max_attempts=job_attempts,
             )
+            outcomes: list[champions.Outcome] = []
             if meta.evaluations:
-                champions.recompute(
+                outcomes = champions.recompute(
                     session,
                     mv.model,
                     trigger="evaluation",
                     detail=f"run {run.id} registered",
-                    actor=actor,
+                    actor=caller.name,
                 )
+            audit.record(
+                session,
+                caller,
+                "run.create",
+                run_target(run),
+                before=None,
+                after={
+                    **run_document(run),
+                    "evaluations": [
+                        {"dataset": ev["dataset"], "metrics": dict(ev["metrics"])}
+                        for ev in meta.evaluations
+                    ],
+                    "jobs": [job.id for job in scheduled],
+                    "champions": audit.champion_moves(outcomes),
+                },
+            )
             session.commit()
             return run
     except BaseException:
         if blob.created:
             blobs.forget_if_unused(db, store, blob.sha256)
         raise
+
+
+def run_target(run: Run) -> str:
+    return f"runs/{run.id}"
+
+
+def run_document(run: Run) -> dict[str, Any]:
+    """A run as the audit trail keeps it."""
+    return {
+        "id": run.id,
+        "model": run.model_version.model.name,
+        "version": run.model_version.version,
+        "number": run.number,
+        "artifact": {
+            "sha256": run.artifact_sha256,
+            "size": run.artifact_size,
+            "format": run.artifact_format,
+        },
+    }
 
 
 def _insert(
@@ -163,7 +207,7 @@ def delete_run(
     *,
     reason: str,
     force: bool,
-    actor: str,
+    caller: Caller,
 ) -> list[champions.Outcome]:
     """Remove a run, its evaluations and any pin on it; move the champions it held.
 
@@ -177,17 +221,27 @@ def delete_run(
         lock_model(session, model)
         run = get_run(session, run_id)
         sha256 = run.artifact_sha256
+        removed = run_document(run)
         outcomes = champions.recompute(
             session,
             model,
             trigger="run_removed",
             detail=f"run {run_id} removed" + (f" ({reason})" if reason else ""),
-            actor=actor,
+            actor=caller.name,
             force=force,
             removing=run_id,
         )
         jobs.cancel_for_run(session, run_id, "run removed")
         session.delete(run)
+        audit.record(
+            session,
+            caller,
+            "run.delete",
+            f"runs/{run_id}",
+            before=removed,
+            after={"champions": audit.champion_moves(outcomes)},
+            reason=reason,
+        )
         session.commit()
     blobs.forget_if_unused(db, store, sha256)
     return outcomes

@@ -6,12 +6,15 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service.access import ROLES
+from service import audit
+from service.access import ROLES, Caller
+from service.clock import iso
 from service.db.models import ApiToken, utcnow
 from service.errors import AlreadyExists, NotFound, ValidationFailed
 from service.names import check_name, name_key
@@ -44,15 +47,26 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _document(token: ApiToken) -> dict[str, Any]:
+    """A token as the audit trail keeps it: never its secret, nor its prefix."""
+    return {
+        "id": token.id,
+        "name": token.name,
+        "role": token.role,
+        "expires_at": iso(token.expires_at),
+        "revoked_at": iso(token.revoked_at),
+    }
+
+
 def create(
     session: Session,
     name: str,
     role: str,
     *,
     expires_at: datetime | None = None,
-    created_by: str,
+    caller: Caller,
 ) -> Created:
-    """A new token; the caller commits. The secret exists only in the return value."""
+    """A new token, audited; the caller commits. The secret exists only in the return value."""
     check_name("name", name)
     if role not in ROLES:
         raise ValidationFailed.field("role", f"must be one of {', '.join(ROLES)}")
@@ -67,7 +81,7 @@ def create(
         role=role,
         secret_sha256=digest(secret),
         prefix=secret[: len(SECRET_PREFIX) + 6],
-        created_by=created_by,
+        created_by=caller.name,
         expires_at=expires_at,
     )
     session.add(token)
@@ -75,6 +89,9 @@ def create(
         session.flush()
     except IntegrityError:
         raise AlreadyExists(f"a token named {name!r} exists", {"name": name}) from None
+    audit.record(
+        session, caller, "token.create", f"tokens/{token.id}", before=None, after=_document(token)
+    )
     return Created(token, secret)
 
 
@@ -85,13 +102,20 @@ def get(session: Session, token_id: int) -> ApiToken:
     return token
 
 
-def revoke(session: Session, token_id: int, *, revoked_by: str) -> ApiToken:
-    """Revoke a token; every request with it is refused from the commit on."""
+def revoke(session: Session, token_id: int, *, caller: Caller) -> ApiToken:
+    """Revoke a token, audited (also when it was revoked already); the caller commits.
+
+    Every request with it is refused from the commit on.
+    """
     token = get(session, token_id)
+    before = _document(token)
     if token.revoked_at is None:
         token.revoked_at = utcnow()
-        token.revoked_by = revoked_by
+        token.revoked_by = caller.name
         session.flush()
+    audit.record(
+        session, caller, "token.revoke", f"tokens/{token.id}", before=before, after=_document(token)
+    )
     return token
 
 

@@ -6,8 +6,10 @@ The secret is looked up by its SHA-256 on a unique index (one indexed read on
 the lookup pool); ``MODELREG_ADMIN_TOKEN``, when set, is accepted as an admin
 token without a row. Missing, malformed, unknown, expired and revoked tokens
 are 401; a role below the route's (``service.api.roles``) is 403. ``/healthz``
-and ``/readyz`` stay open. ``modelreg serve --insecure-no-auth`` (loopback only)
-makes every caller an anonymous admin.
+and ``/readyz`` stay open, and so does a CORS preflight from an origin granted
+CORS (``cors_origins``): browsers send those without credentials.
+``modelreg serve --insecure-no-auth`` (loopback only) makes every caller an
+anonymous admin.
 """
 
 from __future__ import annotations
@@ -70,6 +72,16 @@ def _caller(request_id: str) -> Caller:
     return Caller(row.name, row.role, request_id)
 
 
+def _is_cors_preflight() -> bool:
+    """An ``OPTIONS`` preflight from an origin granted CORS (``cors_origins``)."""
+    origin = request.headers.get("Origin", "")
+    return (
+        request.method == "OPTIONS"
+        and "Access-Control-Request-Method" in request.headers
+        and origin.lower() in {o.lower() for o in ctx().settings.cors_origin_list}
+    )
+
+
 def authenticate() -> None:
     request_id = _request_id()
     g.request_id = request_id
@@ -84,6 +96,8 @@ def authenticate() -> None:
             "tokens are accepted only in the Authorization header, never in the URL",
             {"query": sorted(_URL_CREDENTIALS & {k.lower() for k in request.args})},
         )
+    if _is_cors_preflight():
+        return  # browsers send preflights without credentials; the request itself needs one
     caller = _caller(request_id)
     g.caller = caller
     if endpoint is None:

@@ -11,11 +11,11 @@ from flask_smorest import Blueprint
 
 from policies.stages import STAGES
 from service import champion_reads, environments, pins
+from service.api.auth import caller
 from service.api.common import (
     Name,
     PageArgs,
     UtcDateTime,
-    actor,
     ctx,
     list_schema,
     page_size,
@@ -94,7 +94,9 @@ class PolicyBodySchema(ma.Schema):
     )
     allow_prereleases = ma.fields.Boolean(load_default=False)
     require_verified = ma.fields.Boolean(load_default=False)
-    reason = ma.fields.String(load_default="")
+    reason = ma.fields.String(
+        load_default="", metadata={"description": "why: required for a change (not for a plan)"}
+    )
     force = ma.fields.Boolean(load_default=False)
 
 
@@ -182,11 +184,11 @@ class PinBodySchema(ma.Schema):
     run_id = ma.fields.Integer(
         required=True, strict=True, validate=ma.validate.Range(min=1, max=MAX_ID)
     )
-    reason = ma.fields.String(load_default="")
+    reason = ma.fields.String(load_default="", metadata={"description": "required; audited"})
 
 
 class UnpinBodySchema(ma.Schema):
-    reason = ma.fields.String(load_default="")
+    reason = ma.fields.String(load_default="", metadata={"description": "required; audited"})
 
 
 class PinSchema(ma.Schema):
@@ -234,7 +236,7 @@ def _pin_doc(s: Any, env: str, model: str, run_id: int | None, reason: str) -> d
         "model": row.model.name,
         "run_id": run_id,
         "reason": reason,
-        "actor": actor(),
+        "actor": caller().name,
         "champion": champion_reads.stored_champion(s, row.environment_id, row.model_id),
     }
 
@@ -262,7 +264,7 @@ class EnvironmentView(MethodView):
     def put(self, body: dict[str, Any], env: str) -> Any:
         """Create or update an environment"""
         s = uow(write=True)
-        row, created = environments.put_environment(s, env, body["description"])
+        row, created = environments.put_environment(s, env, body["description"], caller=caller())
         return _environment_doc(row, environments.champions_in(s, row)), 201 if created else 200
 
     @blp.response(200, EnvironmentSchema)
@@ -281,15 +283,17 @@ class PolicyView(MethodView):
     @blp.alt_response(201, schema=PolicyResultSchema)
     @blp.alt_response(409, schema=ApiErrorSchema)
     @blp.alt_response(412, schema=ApiErrorSchema)
+    @blp.alt_response(422, schema=ApiErrorSchema)
+    @blp.alt_response(428, schema=ApiErrorSchema)
     def put(self, body: dict[str, Any], env: str, model: str) -> Any:
-        """Create or replace a policy (If-Match: <revision> when replacing)"""
+        """Create or replace a policy (If-Match: <revision> required when replacing)"""
         change = environments.put_policy(
             uow(write=True),
             env,
             model,
             _policy_input(body),
             if_match=_if_match(),
-            actor=actor(),
+            caller=caller(),
             job_attempts=ctx().settings.job_max_attempts,
         )
         return change, 201 if change.created else 200, {"ETag": f'"{change.policy.revision}"'}
@@ -308,7 +312,7 @@ class PlanView(MethodView):
     @blp.response(200, PlanSchema)
     def post(self, body: dict[str, Any], env: str, model: str) -> Any:
         """Dry run of a policy: current vs proposed champion; nothing is stored"""
-        return environments.plan(uow(write=True), env, model, _policy_input(body), actor=actor())
+        return environments.plan(uow(write=True), env, model, _policy_input(body), caller=caller())
 
 
 @blp.route("/environments/<env>/models/<model>")
@@ -354,7 +358,7 @@ class PinView(MethodView):
     def put(self, body: dict[str, Any], env: str, model: str) -> Any:
         """Serve this run regardless of ranking (rollback)"""
         s = uow(write=True)
-        pin, _ = pins.pin(s, env, model, body["run_id"], body["reason"], actor=actor())
+        pin, _ = pins.pin(s, env, model, body["run_id"], body["reason"], caller=caller())
         return _pin_doc(s, env, model, pin.run_id, pin.reason)
 
     @blp.arguments(UnpinBodySchema)
@@ -362,5 +366,5 @@ class PinView(MethodView):
     def delete(self, body: dict[str, Any], env: str, model: str) -> Any:
         """Remove the pin; ranking decides again"""
         s = uow(write=True)
-        pins.unpin(s, env, model, body["reason"], actor=actor())
+        pins.unpin(s, env, model, body["reason"], caller=caller())
         return _pin_doc(s, env, model, None, body["reason"])

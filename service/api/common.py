@@ -14,7 +14,7 @@ from service.artifacts import ArtifactStore
 from service.clock import iso
 from service.config import Settings
 from service.db.session import Database
-from service.names import NAME_PATTERN
+from service.names import NAME_PATTERN, NAME_RE
 
 
 @dataclass
@@ -58,12 +58,6 @@ class UtcDateTime(ma.fields.Field):  # type: ignore[type-arg]
         return iso(value)
 
 
-def actor() -> str:
-    """Who is acting: the name of the request's token (see ``service.api.auth``)."""
-    caller = g.get("caller")
-    return str(caller.name) if caller is not None else "anonymous"
-
-
 class PageArgs(ma.Schema):
     page_size = ma.fields.Integer(
         validate=ma.validate.Range(min=1), metadata={"description": "items per page"}
@@ -88,29 +82,48 @@ def list_schema(item: type[ma.Schema], name: str) -> type[ma.Schema]:
     )
 
 
+_NAME_ERROR = "1-100 letters, digits, '.', '_' or '-', starting alphanumeric"
+
+
+def _whole_name(value: str) -> None:
+    # Regexp matches "$" before a trailing newline: "f1\n" must not pass for "f1".
+    if not NAME_RE.fullmatch(value):
+        raise ma.ValidationError(_NAME_ERROR)
+
+
 def Name(**kwargs: Any) -> ma.fields.String:
     return ma.fields.String(
-        validate=ma.validate.Regexp(
-            NAME_PATTERN, error="1-100 letters, digits, '.', '_' or '-', starting alphanumeric"
-        ),
+        # The Regexp documents the pattern in the OpenAPI schema; _whole_name enforces it.
+        validate=[ma.validate.Regexp(NAME_PATTERN, error=_NAME_ERROR), _whole_name],
         **kwargs,
     )
 
 
-def _storable(value: Any, path: str = "") -> None:
+# Free-form JSON (tags, params, source) nests at most this deep, and its integers fit
+# in 64 bits (what other JSON readers, PostgreSQL's bigint and SQLite can hold).
+MAX_JSON_DEPTH = 32
+_INT_RANGE = range(-(2**63), 2**63)
+
+
+def _storable(value: Any, path: str = "", depth: int = 0) -> None:
     """Free-form JSON must survive storage and come back as valid JSON: no NaN or
-    Infinity anywhere (JSON has neither; PostgreSQL refuses them), no NUL character."""
+    Infinity anywhere (JSON has neither; PostgreSQL refuses them), no NUL character,
+    no integer beyond 64 bits, no nesting deeper than ``MAX_JSON_DEPTH``."""
     if isinstance(value, float) and not math.isfinite(value):
         raise ma.ValidationError(f"{path or 'value'}: numbers must be finite")
+    if isinstance(value, int) and not isinstance(value, bool) and value not in _INT_RANGE:
+        raise ma.ValidationError(f"{path or 'value'}: integers must fit in 64 bits")
     if isinstance(value, str) and "\x00" in value:
         raise ma.ValidationError(f"{path or 'value'}: NUL characters are not allowed")
+    if isinstance(value, dict | list) and depth >= MAX_JSON_DEPTH:
+        raise ma.ValidationError(f"{path or 'value'}: nested deeper than {MAX_JSON_DEPTH} levels")
     if isinstance(value, dict):
         for key, item in value.items():
-            _storable(key, path)
-            _storable(item, f"{path}.{key}" if path else str(key))
+            _storable(key, path, depth + 1)
+            _storable(item, f"{path}.{key}" if path else str(key), depth + 1)
     elif isinstance(value, list):
         for index, item in enumerate(value):
-            _storable(item, f"{path}[{index}]")
+            _storable(item, f"{path}[{index}]", depth + 1)
 
 
 def json_dict(**kwargs: Any) -> ma.fields.Dict:

@@ -12,11 +12,11 @@ from flask_smorest import Blueprint
 from werkzeug.wsgi import wrap_file
 
 from service import dataset_content, datasets
+from service.api.auth import caller
 from service.api.common import (
     Name,
     PageArgs,
     UtcDateTime,
-    actor,
     ctx,
     list_schema,
     page_size,
@@ -171,7 +171,7 @@ class Datasets(MethodView):
             return self._upload()
         body = blp.ARGUMENTS_PARSER.parse(DatasetCreateSchema(), location="json")
         rev, created = datasets.register_revision(
-            uow(write=True), body["name"], body["sha256"], body["description"]
+            uow(write=True), body["name"], body["sha256"], body["description"], caller=caller()
         )
         return rev, 201 if created else 200
 
@@ -189,7 +189,7 @@ class Datasets(MethodView):
             max_rows=c.settings.max_dataset_rows,
             max_columns=c.settings.max_dataset_columns,
             max_bytes=c.settings.max_dataset_bytes,
-            actor=actor(),
+            caller=caller(),
             job_attempts=c.settings.job_max_attempts,
         )
         return datasets.get_revision(uow(write=False), meta.name, number), 201 if created else 200

@@ -127,6 +127,33 @@ def handle_database_error(exc: DBAPIError) -> Response:
     return handle_unexpected(exc)
 
 
+def handle_too_deep(exc: RecursionError) -> Response:
+    # Only hostile input nests this deep: JSON arrays in arrays (a body, run or
+    # dataset metadata, a page token) beyond what the parser recurses into.
+    return error_response(
+        400, "bad_request", "the request nests JSON too deeply", {"body": ["nested too deeply"]}
+    )
+
+
+def handle_value_error(exc: ValueError) -> Response:
+    # json.loads refuses integer literals beyond Python's digit limit (4300) with a
+    # plain ValueError that webargs does not take for malformed JSON.
+    if "integer string conversion" in str(exc):
+        return error_response(
+            400,
+            "bad_request",
+            "an integer in the request has too many digits",
+            {"body": ["integer literal too long"]},
+        )
+    # psycopg2 refuses NUL in a text parameter with a ValueError, before PostgreSQL
+    # sees it (a free-text field that no validator checked for NUL).
+    if "NUL (0x00)" in str(exc):
+        return error_response(
+            422, "validation_error", "text values cannot contain NUL characters", {}
+        )
+    return handle_unexpected(exc)
+
+
 def handle_unexpected(exc: Exception) -> Response:
     log.exception("unhandled error")
     return error_response(500, "internal_error", "internal server error")
@@ -136,4 +163,6 @@ def register(app: Flask) -> None:
     app.register_error_handler(errors.ServiceError, handle_service_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DBAPIError, handle_database_error)
+    app.register_error_handler(RecursionError, handle_too_deep)
+    app.register_error_handler(ValueError, handle_value_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -9,7 +9,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from service import jobs
-from service.api.common import PageArgs, UtcDateTime, actor, ctx, list_schema, page_size, uow
+from service.api.auth import caller
+from service.api.common import PageArgs, UtcDateTime, ctx, list_schema, page_size, uow
 from service.api.errors import ApiErrorSchema
 from service.db.models import MAX_ID
 
@@ -94,7 +95,7 @@ class EvaluateView(MethodView):
             uow(write=True),
             run_id,
             body["dataset"],
-            actor=actor(),
+            caller=caller(),
             max_attempts=ctx().settings.job_max_attempts,
         )
         status = 200 if job.state == jobs.SUCCEEDED else 202

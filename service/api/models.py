@@ -17,7 +17,6 @@ from service.api.common import (
     Name,
     PageArgs,
     UtcDateTime,
-    actor,
     json_dict,
     list_schema,
     page_size,
@@ -74,7 +73,15 @@ class VersionQuerySchema(PageArgs):
 
 class TransitionSchema(ma.Schema):
     stage = ma.fields.String(required=True, validate=ma.validate.OneOf(STAGES))
-    reason = ma.fields.String(load_default="")
+    from_stage = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.OneOf(STAGES),
+        metadata={"description": "the stage you saw: 409 invalid_transition if it moved since"},
+    )
+    reason = ma.fields.String(
+        load_default="",
+        metadata={"description": "required into or out of Production; audited"},
+    )
     force = ma.fields.Boolean(load_default=False)
 
 
@@ -111,7 +118,7 @@ class Models(MethodView):
     def post(self, body: dict[str, Any]) -> Any:
         """Register a model"""
         return registry.create_model(
-            uow(write=True), body["name"], body["description"], body["tags"]
+            uow(write=True), body["name"], body["description"], body["tags"], caller=caller()
         )
 
     @blp.arguments(PageArgs, location="query")
@@ -138,7 +145,12 @@ class Versions(MethodView):
     def post(self, body: dict[str, Any], model: str) -> Any:
         """Register a version (stage None)"""
         return registry.create_version(
-            uow(write=True), model, body["version"], body["description"], body["tags"]
+            uow(write=True),
+            model,
+            body["version"],
+            body["description"],
+            body["tags"],
+            caller=caller(),
         )
 
     @blp.arguments(VersionQuerySchema, location="query")
@@ -170,6 +182,7 @@ class Transitions(MethodView):
     @blp.arguments(TransitionSchema)
     @blp.response(200, TransitionResultSchema)
     @blp.alt_response(409, schema=ApiErrorSchema)
+    @blp.alt_response(422, schema=ApiErrorSchema)
     def post(self, body: dict[str, Any], model: str, version: str) -> Any:
         """Move a version to another stage"""
         mv, outcomes = registry.transition(
@@ -179,8 +192,8 @@ class Transitions(MethodView):
             stage=body["stage"],
             reason=body["reason"],
             force=body["force"],
-            actor=actor(),
-            role=caller().role,
+            caller=caller(),
+            from_stage=body["from_stage"],
         )
         return TransitionResult(mv, outcomes)
 

@@ -2,7 +2,8 @@
 
 Keys are Flask endpoints (``blueprint.View``), values map HTTP methods to the
 least role (see ``service.access``). ``HEAD`` is ``GET``; ``OPTIONS`` needs
-``reader``. A test walks ``app.url_map`` and fails on any route missing here.
+``reader`` (a CORS preflight from a configured origin needs no token). A test
+walks ``app.url_map`` and fails on any route missing here.
 Finer rules that depend on the request body live in the service layer (which
 transitions ``ci`` may make).
 """

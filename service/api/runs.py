@@ -14,11 +14,11 @@ from flask_smorest import Blueprint
 from werkzeug.wsgi import wrap_file
 
 from service import evaluations, jobs, runs
+from service.api.auth import caller
 from service.api.common import (
     Name,
     PageArgs,
     UtcDateTime,
-    actor,
     ctx,
     json_dict,
     list_schema,
@@ -187,7 +187,7 @@ class Runs(MethodView):
             part.stream,
             part.filename,
             meta,
-            actor=actor(),
+            caller=caller(),
             job_attempts=c.settings.job_max_attempts,
         )
         s = uow(write=False)
@@ -248,7 +248,7 @@ class RunView(MethodView):
         """Remove a run (with its evaluations and pins); champions it held move"""
         c = ctx()
         outcomes = runs.delete_run(
-            c.db, c.store, run_id, reason=body["reason"], force=body["force"], actor=actor()
+            c.db, c.store, run_id, reason=body["reason"], force=body["force"], caller=caller()
         )
         return {"id": run_id, "deleted": True, "champions": outcomes}
 
@@ -299,7 +299,7 @@ class Evaluations(MethodView):
     def post(self, body: dict[str, Any], run_id: int) -> Any:
         """Record reported metrics of a run on a dataset revision"""
         rows = evaluations.record(
-            uow(write=True), run_id, body["dataset"], body["metrics"], actor=actor()
+            uow(write=True), run_id, body["dataset"], body["metrics"], caller=caller()
         )
         return {"items": rows, "next_page_token": None}
 

@@ -10,7 +10,8 @@ from flask_smorest import Blueprint
 
 from service import tokens
 from service.access import ROLES
-from service.api.common import Name, PageArgs, UtcDateTime, actor, list_schema, page_size, uow
+from service.api.auth import caller
+from service.api.common import Name, PageArgs, UtcDateTime, list_schema, page_size, uow
 from service.api.errors import ApiErrorSchema
 from service.db.models import MAX_ID
 
@@ -63,7 +64,7 @@ class Tokens(MethodView):
         """Create a token; its secret is in this response and nowhere else"""
         s = uow(write=True)
         created = tokens.create(
-            s, body["name"], body["role"], expires_at=body["expires_at"], created_by=actor()
+            s, body["name"], body["role"], expires_at=body["expires_at"], caller=caller()
         )
         s.commit()
         return _Created(created)
@@ -88,6 +89,6 @@ class TokenView(MethodView):
     def delete(self, token_id: int) -> Any:
         """Revoke a token: refused from this moment on"""
         s = uow(write=True)
-        token = tokens.revoke(s, token_id, revoked_by=actor())
+        token = tokens.revoke(s, token_id, caller=caller())
         s.commit()
         return token

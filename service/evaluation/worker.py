@@ -26,7 +26,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import champions, jobs
+from service import audit, champions, evaluations, jobs
+from service.access import Caller
 from service.artifacts import ArtifactStore
 from service.config import Settings
 from service.db.models import DatasetRevision, Evaluation, Job, Run, utcnow
@@ -254,18 +255,36 @@ class Worker:
                     f"{k}: {v}" for k, v in sorted(outcome.skipped.items())
                 )
             if stored:
-                champions.recompute(
+                label = job.dataset_revision.label
+                outcomes = champions.recompute(
                     session,
                     model,
                     trigger="verified_evaluation",
-                    detail=f"run {run.id} verified on {job.dataset_revision.label} (job {job.id})",
+                    detail=f"run {run.id} verified on {label} (job {job.id})",
                     actor=job.actor or "worker",
+                )
+                # Not a request, but a change of what champions are chosen from.
+                audit.record(
+                    session,
+                    Caller(f"worker:{self.name}", "worker"),
+                    "evaluation.verify",
+                    evaluations.target(run.id, label),
+                    before=None,
+                    after={
+                        "run_id": run.id,
+                        "dataset": label,
+                        "source": "verified",
+                        "metrics": stored,
+                        "job_id": job.id,
+                        "champions": audit.champion_moves(outcomes),
+                    },
                 )
             session.commit()
             return Processed(claim.job_id, jobs.SUCCEEDED)
 
     @staticmethod
-    def _add_verified(session: Any, job: Job, metrics: dict[str, float]) -> int:
+    def _add_verified(session: Any, job: Job, metrics: dict[str, float]) -> dict[str, float]:
+        """Store the values this job computed; returns those stored."""
         # Verified values are immutable: a value stored by an earlier job stays.
         have = set(
             session.scalars(
@@ -289,7 +308,7 @@ class Worker:
         ]
         session.add_all(rows)
         session.flush()
-        return len(rows)
+        return {row.metric: row.value for row in rows}
 
     def _finish_without_run(self, claim: jobs.Claim) -> Processed:
         with self.db.unit_of_work() as session:

@@ -159,7 +159,13 @@ def test_simultaneous_evaluations_leave_the_best_run_as_champion_with_an_unbroke
     server.expect(
         s.put(
             server.api(f"/environments/PROD/policies/{MODEL}"),
-            json={"versions": "", "stages": ["Production"], "metric": "f1", "dataset": DATASET},
+            json={
+                "versions": "",
+                "stages": ["Production"],
+                "metric": "f1",
+                "dataset": DATASET,
+                "reason": "e2e",
+            },
         ),
         201,
     )

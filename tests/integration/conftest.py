@@ -201,7 +201,11 @@ def policy_body(**overrides: Any) -> dict[str, Any]:
 
 
 def put_policy(api: Api, env: str, model: str, **overrides: Any) -> TestResponse:
-    return api.put(f"/environments/{env}/policies/{model}", policy_body(**overrides))
+    """PUT a policy as a careful client does: replacing one names the revision it read."""
+    path = f"/environments/{env}/policies/{model}"
+    current = api.get(path)
+    headers = {"If-Match": current.headers["ETag"]} if current.status_code == 200 else {}
+    return api.put(path, policy_body(**overrides), headers=headers)
 
 
 def champion(api: Api, env: str, model: str) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ import pytest
 from flask import Flask
 
 from service import runs
+from service.access import Caller
 from service.artifacts import IncomingFile, LocalArtifactStore, StoredBlob
 from service.errors import Unavailable
 from tests.integration.conftest import Api
@@ -28,7 +29,12 @@ def test_a_run_is_never_stored_pointing_at_a_blob_removed_while_it_was_uploading
         def commit(self, upload: IncomingFile, expected_sha256: str | None = None) -> StoredBlob:
             blob = super().commit(upload, expected_sha256)
             runs.delete_run(
-                context.db, context.store, first["id"], reason="", force=True, actor="t"
+                context.db,
+                context.store,
+                first["id"],
+                reason="",
+                force=True,
+                caller=Caller("t", "admin"),
             )
             return blob
 
@@ -37,7 +43,16 @@ def test_a_run_is_never_stored_pointing_at_a_blob_removed_while_it_was_uploading
     upload.write(CONTENT)
 
     with pytest.raises(Unavailable):
-        runs.create_run(context.db, store, "m", "1", upload, "x.bin", runs.RunInput(), actor="t")
+        runs.create_run(
+            context.db,
+            store,
+            "m",
+            "1",
+            upload,
+            "x.bin",
+            runs.RunInput(),
+            caller=Caller("t", "admin"),
+        )
 
     listed = api.get("/models/m/versions/1/runs").json["items"]
     assert listed == [], "no run may exist without its artifact"

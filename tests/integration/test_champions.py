@@ -335,7 +335,9 @@ def test_unpinning_returns_the_environment_to_ranking(base: Api, tolerant: dict[
     assert served["run_id"] == tolerant["1.0#2"]
     assert served["reason"] == "best"
     assert _explain(base, "PROD")["pinned_run_id"] is None
-    assert_error(base.delete("/environments/PROD/models/AImodel/pin", {}), 404, "not_found")
+    assert_error(
+        base.delete("/environments/PROD/models/AImodel/pin", {"reason": "again"}), 404, "not_found"
+    )
 
 
 def test_a_pin_to_a_run_of_another_model_or_no_run_is_422_naming_run_id(

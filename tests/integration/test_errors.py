@@ -135,7 +135,10 @@ def test_integers_beyond_any_id_are_clean_client_errors_not_500(api: Api) -> Non
     api.post("/models/m/versions", {"version": "1.0"})
     api.post("/datasets", {"name": "d", "sha256": "a" * 64})
     api.put("/environments/E", {})
-    api.put("/environments/E/policies/m", {"stages": ["None"], "metric": "f1", "dataset": "d"})
+    api.put(
+        "/environments/E/policies/m",
+        {"stages": ["None"], "metric": "f1", "dataset": "d", "reason": "test"},
+    )
     run_id = api.upload_run("m", "1.0", b"x", {}).get_json()["id"]
     huge = 2**70
     assert_error(api.get(f"/runs/{huge}"), 404, "not_found")

@@ -65,6 +65,7 @@ def test_a_specifier_longer_than_storable_is_refused_naming_versions(api: Api) -
         "stages": ["Production"],
         "metric": "f1",
         "dataset": "d",
+        "reason": "test",
     }
 
     got = api.put("/environments/E/policies/m", body)

@@ -66,7 +66,7 @@ def test_a_models_champions_come_in_pages(api: Api) -> None:
     (run,) = _runs(api, 1)
     register_dataset(api, "d", b"d")
     api.post(f"/runs/{run}/evaluations", {"dataset": "d", "metrics": {"f1": 0.9}})
-    policy = {"versions": "", "stages": ["None"], "metric": "f1", "dataset": "d"}
+    policy = {"versions": "", "stages": ["None"], "metric": "f1", "dataset": "d", "reason": "t"}
     for env in ("INT", "PROD", "QA"):
         api.put(f"/environments/{env}")
         assert api.put(f"/environments/{env}/policies/m", policy).status_code == 201

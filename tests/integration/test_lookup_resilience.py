@@ -17,9 +17,9 @@ def _champion_setup(api: Api) -> None:
     meta = {"evaluations": [{"dataset": "d", "metrics": {"f1": 0.9}}]}
     assert api.upload_run("m", "1.0", b"x", meta).status_code == 201
     for stage in ("Staging", "Production"):
-        api.post("/models/m/versions/1.0/transitions", {"stage": stage})
+        api.post("/models/m/versions/1.0/transitions", {"stage": stage, "reason": "release"})
     api.put("/environments/PROD")
-    body = {"versions": "", "stages": ["Production"], "metric": "f1", "dataset": "d"}
+    body = {"versions": "", "stages": ["Production"], "metric": "f1", "dataset": "d", "reason": "t"}
     assert api.put("/environments/PROD/policies/m", body).status_code == 201
 
 

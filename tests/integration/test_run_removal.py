@@ -23,9 +23,15 @@ def _setup(api: Api) -> dict[int, int]:
         assert got.status_code == 201, got.json
         ids[number] = got.json["id"]
     for stage in ("Staging", "Production"):
-        api.post("/models/AImodel/versions/1.0/transitions", {"stage": stage})
+        api.post("/models/AImodel/versions/1.0/transitions", {"stage": stage, "reason": "go"})
     api.put("/environments/PROD")
-    policy = {"versions": "<=1.0", "stages": ["Production"], "metric": "f1", "dataset": "holdout"}
+    policy = {
+        "versions": "<=1.0",
+        "stages": ["Production"],
+        "metric": "f1",
+        "dataset": "holdout",
+        "reason": "serve 1.0",
+    }
     assert api.put("/environments/PROD/policies/AImodel", policy).status_code == 201
     return ids
 
@@ -73,7 +79,7 @@ def test_a_pin_on_a_removed_run_no_longer_holds_the_environment(api: Api) -> Non
 
     champion = api.get("/environments/PROD/models/AImodel").json
     assert (champion["run_id"], champion["reason"]) == (ids[2], "best")
-    assert api.delete("/environments/PROD/models/AImodel/pin").status_code == 404
+    assert api.delete("/environments/PROD/models/AImodel/pin", {"reason": "rb"}).status_code == 404
 
 
 def test_a_removed_runs_artifact_is_deleted_unless_another_run_shares_it(
