@@ -1,0 +1,87 @@
+"""Python client of the modelreg API, for CI, release engineers and serving layers.
+
+Needs only ``requests`` (and ``joblib`` when handed an estimator object); importing
+it imports neither Flask nor SQLAlchemy. ``Registry`` has a method for every API
+operation and returns dataclasses; every API error is raised as a
+:class:`RegistryError` subclass carrying the JSON error (``NotFound``,
+``Conflict``, …). ``ChampionLoader`` is the serving layers' cached, verified,
+outage-tolerant loader.
+"""
+
+from __future__ import annotations
+
+from service.client.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NoEligibleModel,
+    NotFound,
+    PayloadTooLarge,
+    PreconditionFailed,
+    PreconditionRequired,
+    RegistryError,
+    ServerError,
+    Unauthenticated,
+    Unavailable,
+    Unreachable,
+    UnsupportedMediaType,
+    ValidationError,
+)
+from service.client.loader import ChampionLoader
+from service.client.models import (
+    AuditEntry,
+    Candidate,
+    Champion,
+    Dataset,
+    DatasetRevision,
+    Environment,
+    Evaluation,
+    Explanation,
+    HistoryItem,
+    Job,
+    Model,
+    Outcome,
+    Plan,
+    Policy,
+    Run,
+    Token,
+    Version,
+)
+from service.client.registry import Registry
+
+__all__ = [
+    "AuditEntry",
+    "BadRequest",
+    "Candidate",
+    "Champion",
+    "ChampionLoader",
+    "Conflict",
+    "Dataset",
+    "DatasetRevision",
+    "Environment",
+    "Evaluation",
+    "Explanation",
+    "Forbidden",
+    "HistoryItem",
+    "Job",
+    "Model",
+    "NoEligibleModel",
+    "NotFound",
+    "Outcome",
+    "PayloadTooLarge",
+    "Plan",
+    "Policy",
+    "PreconditionFailed",
+    "PreconditionRequired",
+    "Registry",
+    "RegistryError",
+    "Run",
+    "ServerError",
+    "Token",
+    "Unauthenticated",
+    "Unavailable",
+    "Unreachable",
+    "UnsupportedMediaType",
+    "ValidationError",
+    "Version",
+]

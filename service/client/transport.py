@@ -1,0 +1,214 @@
+"""HTTP plumbing of the client: the session, error mapping, streamed uploads, progress.
+
+A multipart upload is streamed from the file (``requests`` would read ``files=``
+into memory), with its length known up front, so a 2 GiB artifact costs no memory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+
+from service.client.errors import RegistryError, Unreachable, error_for
+
+CHUNK = 1024 * 1024
+Progress = Callable[[int, int], None]
+
+
+class Transport:
+    def __init__(self, url: str, token: str | None, timeout: float) -> None:
+        self.base = url.rstrip("/")
+        self.api = f"{self.base}/api/v1"
+        self.timeout = timeout
+        self.session = requests.Session()
+        self.session.headers["User-Agent"] = "modelreg-client"
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        data: Any = None,
+        stream: bool = False,
+        ok: tuple[int, ...] = (),
+    ) -> requests.Response:
+        """Send; raise the matching :class:`RegistryError` for any status >= 400.
+
+        Statuses in ``ok`` (e.g. 304) are returned as they are.
+        """
+        url = path if path.startswith("http") else f"{self.api}{path}"
+        clean = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self.session.request(
+                method,
+                url,
+                json=json_body,
+                params=clean,
+                headers=headers,
+                data=data,
+                stream=stream,
+                timeout=self.timeout,
+            )
+        except requests.RequestException as exc:
+            raise Unreachable(f"cannot reach {self.base}: {exc}") from exc
+        if response.status_code >= 400 and response.status_code not in ok:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            raise error_for(response.status_code, body)
+        return response
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.request(method, path, **kwargs)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise RegistryError(
+                f"{method} {path}: the answer is not JSON", status=response.status_code
+            ) from exc
+
+    def pages(self, path: str, params: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
+        """Every item of a paginated list, following ``next_page_token``."""
+        query = dict(params or {})
+        while True:
+            body = self.json("GET", path, params=query)
+            yield from body["items"]
+            token = body.get("next_page_token")
+            if not token:
+                return
+            query["page_token"] = token
+
+
+class MultipartStream(io.RawIOBase):
+    """A ``multipart/form-data`` body read from disk as it is sent.
+
+    ``fields`` are small text parts; ``file_field`` is streamed from ``path``.
+    """
+
+    def __init__(
+        self,
+        fields: dict[str, str],
+        file_field: str,
+        path: Path,
+        filename: str,
+        progress: Progress | None = None,
+    ) -> None:
+        self.boundary = uuid.uuid4().hex
+        head = b"".join(
+            self._part_header(name) + value.encode() + b"\r\n" for name, value in fields.items()
+        )
+        head += self._part_header(file_field, filename)
+        self._head = head
+        self._tail = f"\r\n--{self.boundary}--\r\n".encode()
+        self._file: IO[bytes] = path.open("rb")
+        self._file_size = path.stat().st_size
+        self.length = len(self._head) + self._file_size + len(self._tail)
+        self._sent = 0
+        self._pending = self._head
+        self._stage = 0
+        self._progress = progress
+
+    def _part_header(self, name: str, filename: str | None = None) -> bytes:
+        disposition = f'form-data; name="{name}"'
+        if filename is not None:
+            safe = filename.replace('"', "_").replace("\r", "_").replace("\n", "_")
+            disposition += f'; filename="{safe}"'
+            kind = "application/octet-stream"
+        else:
+            kind = "text/plain; charset=utf-8"
+        return (
+            f"--{self.boundary}\r\nContent-Disposition: {disposition}\r\n"
+            f"Content-Type: {kind}\r\n\r\n"
+        ).encode()
+
+    @property
+    def content_type(self) -> str:
+        return f"multipart/form-data; boundary={self.boundary}"
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        want = CHUNK if size is None or size < 0 else size
+        out = bytearray()
+        while len(out) < want:
+            if self._pending:
+                take = self._pending[: want - len(out)]
+                self._pending = self._pending[len(take) :]
+                out += take
+                continue
+            if self._stage == 0:
+                chunk = self._file.read(min(CHUNK, want - len(out)))
+                if chunk:
+                    out += chunk
+                    continue
+                self._stage, self._pending = 1, self._tail
+                continue
+            break
+        self._sent += len(out)
+        if self._progress is not None:
+            self._progress(self._sent, self.length)
+        return bytes(out)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def json_part(value: Any) -> str:
+    return json.dumps(value, allow_nan=False)
+
+
+class TerminalProgress:
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+
+    def __init__(self, label: str, stream: IO[str] | None = None) -> None:
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self._last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled or total <= 0:
+            return
+        percent = min(100, done * 100 // total)
+        if percent == self._last:
+            return
+        self._last = percent
+        filled = percent * 30 // 100
+        bar = "#" * filled + " " * (30 - filled)
+        end = "\n" if done >= total else ""
+        self.stream.write(
+            f"\r{self.label} [{bar}] {percent:3d}% {done / 2**20:.1f}/{total / 2**20:.1f} MiB{end}"
+        )
+        self.stream.flush()
+
+
+def progress_for(label: str, progress: bool | Progress | None) -> Progress | None:
+    """``None``/``True``: a terminal bar (drawn on a TTY only); ``False``: none; a callable."""
+    if progress is False:
+        return None
+    if callable(progress):
+        return progress
+    return TerminalProgress(label)
+
+
+def file_size(path: Path) -> int:
+    return os.stat(path).st_size
