@@ -60,8 +60,10 @@ def _preload() -> list[str]:
     that module's imports already loaded in the fork server, doing so costs
     microseconds instead of the import time of the whole command line.
     """
-    # A script (the `modelreg` console script) is re-run by path and imports the CLI.
-    modules = [_CHILD_MODULE, "service.cli"]
+    # The child module and this one (each child runs ``_child_entry`` from here), a
+    # warm-up evaluation (see ``warm``), and the CLI, which the `modelreg` console
+    # script re-runs by path in every child.
+    modules = [_CHILD_MODULE, __name__, "service.evaluation.warm", "service.cli"]
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     name = getattr(spec, "name", None)
     if name and not name.endswith("__main__") and name not in modules:
