@@ -137,13 +137,15 @@ def create_version(
         description=description,
         tags=tags or {},
     )
+    name = model.name  # the session is unusable after a failed flush: read it now
     session.add(mv)
     try:
         session.flush()
     except IntegrityError:
+        # A concurrent request registered an equal version between our check and insert.
         raise AlreadyExists(
-            f"{model.name} already has a version equal to {normalized}",
-            {"model": model.name, "version": normalized},
+            f"{name} already has a version equal to {normalized}",
+            {"model": name, "version": normalized},
         ) from None
     audit.record(
         session,

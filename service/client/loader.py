@@ -95,6 +95,7 @@ class ChampionLoader:
                 return False
             if self._champion is not None and champion.sha256 == self._champion.sha256:
                 self._champion, self._etag = champion, etag  # same bytes: nothing to load
+                self._remember(champion)
                 return False
             try:
                 path = self._artifact(champion)

@@ -47,7 +47,7 @@ class Model(Resource):
     def from_json(cls, data: dict[str, Any]) -> Model:
         base = super().from_json({k: v for k, v in data.items() if k != "versions"})
         versions = tuple(Version.from_json(v) for v in data.get("versions") or ())
-        return cls(**{**_values(base), "versions": versions})
+        return cls(**{**_values(base), "raw": dict(data), "versions": versions})
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,7 @@ class Run(Resource):
         return cls(
             **{
                 **_values(base),
+                "raw": dict(data),
                 "evaluations": tuple(
                     Evaluation.from_json(e) for e in data.get("evaluations") or ()
                 ),
@@ -200,7 +201,9 @@ class Policy(Resource):
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Policy:
         base = super().from_json({k: v for k, v in data.items() if k != "stages"})
-        return cls(**{**_values(base), "stages": tuple(data.get("stages") or ())})
+        return cls(
+            **{**_values(base), "raw": dict(data), "stages": tuple(data.get("stages") or ())}
+        )
 
     @property
     def champion(self) -> Champion | None:
@@ -253,7 +256,8 @@ class Candidate(Resource):
     def from_json(cls, data: dict[str, Any]) -> Candidate:
         lists = ("reasons", "warnings")
         base = super().from_json({k: v for k, v in data.items() if k not in lists})
-        return cls(**{**_values(base), **{k: tuple(data.get(k) or ()) for k in lists}})
+        tuples = {k: tuple(data.get(k) or ()) for k in lists}
+        return cls(**{**_values(base), "raw": dict(data), **tuples})
 
 
 @dataclass(frozen=True)
@@ -271,7 +275,7 @@ class Explanation(Resource):
     def from_json(cls, data: dict[str, Any]) -> Explanation:
         base = super().from_json({k: v for k, v in data.items() if k != "candidates"})
         candidates = tuple(Candidate.from_json(c) for c in data.get("candidates") or ())
-        return cls(**{**_values(base), "candidates": candidates})
+        return cls(**{**_values(base), "raw": dict(data), "candidates": candidates})
 
 
 @dataclass(frozen=True)

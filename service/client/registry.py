@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from service.client.errors import Conflict, NotFound, RegistryError
+import requests
+
+from service.client.errors import Conflict, NotFound, RegistryError, Unreachable
 from service.client.models import (
     AuditEntry,
     Champion,
@@ -62,6 +64,16 @@ class Registry:
     def __init__(self, url: str, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT):
         self.url = url.rstrip("/")
         self._http = Transport(self.url, token, timeout)
+
+    def close(self) -> None:
+        """Close the pooled connections (also on leaving a ``with`` block)."""
+        self._http.session.close()
+
+    def __enter__(self) -> Registry:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- health ------------------------------------------------------------------------
 
@@ -501,6 +513,10 @@ class Registry:
             body["expires_at"] = expires_at.isoformat()
         return Token.from_json(self._http.json("POST", "/tokens", json_body=body))
 
+    def token(self, token_id: int) -> Token:
+        """One token, without its secret."""
+        return Token.from_json(self._http.json("GET", f"/tokens/{int(token_id)}"))
+
     def tokens(self) -> list[Token]:
         return [Token.from_json(t) for t in self._http.pages("/tokens")]
 
@@ -559,12 +575,15 @@ def _save_verified(
     done = 0
     try:
         with os.fdopen(fd, "wb") as fh:
-            for chunk in response.iter_content(CHUNK):
-                digest.update(chunk)
-                fh.write(chunk)
-                done += len(chunk)
-                if report is not None:
-                    report(done, total or done)
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    digest.update(chunk)
+                    fh.write(chunk)
+                    done += len(chunk)
+                    if report is not None:
+                        report(done, total or done)
+            except requests.RequestException as exc:  # the connection broke mid-body
+                raise Unreachable(f"download of {destination.name} cut short: {exc}") from exc
         if expected and digest.hexdigest() != expected:
             raise RegistryError(
                 f"downloaded bytes have sha256 {digest.hexdigest()}, expected {expected}",

@@ -142,6 +142,12 @@ class MultipartStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
+    def tell(self) -> int:
+        """Bytes read so far. With ``__len__`` this lets ``requests`` send a
+        ``Content-Length`` (``IOBase.tell`` raises, and ``requests`` then counts the
+        length as 0 and falls back to a chunked body)."""
+        return self._sent
+
     def read(self, size: int = -1) -> bytes:
         want = CHUNK if size is None or size < 0 else size
         out = bytearray()

@@ -1,0 +1,469 @@
+"""The serving layer's ``ChampionLoader`` against a live ``modelreg serve``.
+
+Requests are counted with a response hook on the loader's own session, so "an
+unchanged champion downloads nothing" is measured, not assumed. The outage test
+stops its own server, then starts a new one on the same port, database and
+artifact store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import joblib
+import numpy as np
+import pytest
+import requests
+from sklearn.ensemble import RandomForestClassifier
+
+from service.client import ChampionLoader, NotFound, Registry, Unreachable
+from tests.e2e.conftest import ADMIN_TOKEN, Server, TimeoutSession, launch
+from tests.e2e.test_client import f1_of, forest, module_database, start_live_server
+from tests.e2e.test_wine_scenario import Holdout, wine_holdout
+
+pytestmark = pytest.mark.e2e
+
+ENV = "PROD"
+DATASET = "serving-holdout"
+LOGGER = "modelreg.loader"
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def database_url(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    sqlite_template: Path,
+) -> Iterator[str]:
+    """Overrides the per-test database: one database for the module's tests."""
+    yield from module_database(request, tmp_path_factory, sqlite_template)
+
+
+@pytest.fixture(scope="module")
+def live(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server, _ = start_live_server(database_url, tmp_path_factory.mktemp("loader-server"))
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="module")
+def holdout() -> Holdout:
+    return wine_holdout()
+
+
+@dataclass
+class Requests:
+    """Every response a session received: ``(method, path, status)``."""
+
+    seen: list[tuple[str, str, int]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        with self.lock:
+            method = response.request.method or ""
+            self.seen.append((method, urlsplit(response.url).path, response.status_code))
+
+    def artifact_downloads(self) -> int:
+        return sum(1 for m, path, s in self.seen if m == "GET" and path.endswith("/artifact"))
+
+    def champion_polls(self) -> list[int]:
+        """Statuses of ``GET /environments/{env}/models/{model}``: 200 or 304."""
+        return [
+            s
+            for m, path, s in self.seen
+            if m == "GET" and path.split("/")[-4:-1] == ["environments", ENV, "models"]
+        ]
+
+
+def counted(loader: ChampionLoader) -> Requests:
+    log = Requests()
+    loader.registry._http.session.hooks["response"].append(log)
+    return log
+
+
+def new_loader(server: Server, model: str, cache: Path) -> ChampionLoader:
+    return ChampionLoader(server.url, ENV, model, token=ADMIN_TOKEN, cache_dir=cache, timeout=10)
+
+
+class Publisher:
+    """The CI and release side: one model served in ``PROD`` by its best f1."""
+
+    def __init__(self, server: Server, model: str, holdout: Holdout) -> None:
+        self.registry = Registry(server.url, ADMIN_TOKEN)
+        self.model = model
+        self.holdout = holdout
+        self.registry.register_dataset(
+            DATASET, hashlib.sha256(holdout.csv_bytes).hexdigest(), "wine, held out"
+        )
+        self.registry.put_environment(ENV)
+
+    def publish(self, n_estimators: int, seed: int) -> tuple[int, RandomForestClassifier]:
+        """A new run, scored on the held-out set; the policy is created with the first."""
+        estimator = forest(self.holdout, n_estimators, seed)
+        run = self.registry.register_run(
+            self.model,
+            "1.0",
+            estimator,
+            metrics={"f1": f1_of(estimator, self.holdout)},
+            dataset=DATASET,
+            progress=False,
+        )
+        try:
+            self.registry.policy(ENV, self.model)
+        except NotFound:
+            self.registry.put_policy(
+                ENV, self.model, metric="f1", dataset=DATASET, stages=["None"], reason="serve"
+            )
+        return run.id, estimator
+
+    def serving(self) -> int:
+        champion = self.registry.champion(ENV, self.model)
+        assert champion.run_id is not None
+        return champion.run_id
+
+
+def same_predictions(a: Any, b: Any, holdout: Holdout) -> bool:
+    return bool(np.array_equal(a.predict(holdout.x_test), b.predict(holdout.x_test)))
+
+
+def test_load_returns_a_working_champion_and_an_unchanged_champion_downloads_nothing(
+    live: Server, holdout: Holdout, tmp_path: Path
+) -> None:
+    publisher = Publisher(live, "Served", holdout)
+    run_id, estimator = publisher.publish(5, seed=0)
+    loader = new_loader(live, "Served", tmp_path / "cache")
+    log = counted(loader)
+
+    model = loader.load()
+    assert same_predictions(model, estimator, holdout)
+    assert loader.champion is not None and loader.champion.run_id == run_id
+    assert loader.load() is model
+    assert log.artifact_downloads() == 1
+
+    for _ in range(3):
+        assert loader.refresh() is False
+    assert loader.load() is model
+    assert log.artifact_downloads() == 1
+    assert log.champion_polls() == [200, 304, 304, 304]
+
+    sha = loader.champion.sha256
+    cached = tmp_path / "cache" / "sha256" / sha
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha
+    assert len(list((tmp_path / "cache").glob("champion-*.json"))) == 1
+
+
+def test_a_better_run_is_picked_up_by_refresh_and_a_rollback_is_served_from_the_cache(
+    live: Server, holdout: Holdout, tmp_path: Path
+) -> None:
+    publisher = Publisher(live, "Improving", holdout)
+    weak_id, weak = publisher.publish(1, seed=1)
+    loader = new_loader(live, "Improving", tmp_path / "cache")
+    log = counted(loader)
+    assert same_predictions(loader.load(), weak, holdout)
+
+    strong_id, strong = publisher.publish(50, seed=2)
+    assert publisher.serving() == strong_id, "the stronger run must win"
+    assert loader.refresh() is True
+    assert loader.champion is not None and loader.champion.run_id == strong_id
+    assert same_predictions(loader.load(), strong, holdout)
+    assert loader.refresh() is False
+    assert log.artifact_downloads() == 2
+
+    # A pin back to the weak run: its bytes are in the cache already.
+    publisher.registry.pin(ENV, "Improving", weak_id, reason="rollback")
+    assert loader.refresh() is True
+    assert same_predictions(loader.load(), weak, holdout)
+    publisher.registry.unpin(ENV, "Improving", reason="fixed")
+    assert loader.refresh() is True
+    assert same_predictions(loader.load(), strong, holdout)
+    assert log.artifact_downloads() == 2
+    assert sorted(p.name for p in (tmp_path / "cache" / "sha256").iterdir()) == sorted(
+        {publisher.registry.run(weak_id).sha256, publisher.registry.run(strong_id).sha256}
+    )
+
+
+def test_a_corrupted_cached_artifact_is_downloaded_again_and_an_intact_one_is_reused(
+    live: Server, holdout: Holdout, tmp_path: Path
+) -> None:
+    publisher = Publisher(live, "Cached", holdout)
+    _, estimator = publisher.publish(5, seed=0)
+    cache = tmp_path / "cache"
+    first = new_loader(live, "Cached", cache)
+    first.load()
+    assert first.champion is not None
+    sha = first.champion.sha256
+
+    reused = new_loader(live, "Cached", cache)
+    reused_log = counted(reused)
+    assert same_predictions(reused.load(), estimator, holdout)
+    assert reused_log.artifact_downloads() == 0
+
+    cached = cache / "sha256" / sha
+    cached.write_bytes(b"not a model: flipped bits on disk")
+    again = new_loader(live, "Cached", cache)
+    again_log = counted(again)
+    assert same_predictions(again.load(), estimator, holdout)
+    assert again_log.artifact_downloads() == 1
+    assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha
+    assert not [p for p in cached.parent.iterdir() if p.name != sha]  # no partial files
+
+
+def test_eight_threads_loading_and_refreshing_at_once_share_one_model_and_one_download(
+    live: Server, holdout: Holdout, tmp_path: Path
+) -> None:
+    publisher = Publisher(live, "Threaded", holdout)
+    run_id, estimator = publisher.publish(5, seed=0)
+    loader = new_loader(live, "Threaded", tmp_path / "cache")
+    log = counted(loader)
+    barrier = threading.Barrier(8)
+    models: list[Any] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def serve() -> None:
+        try:
+            barrier.wait(timeout=30)
+            seen = [loader.load()]
+            for _ in range(3):
+                loader.refresh()
+                seen.append(loader.load())
+            with lock:
+                models.extend(seen)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+
+    threads = [threading.Thread(target=serve) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads)
+    assert errors == []
+    assert len(models) == 32
+    assert len({id(m) for m in models}) == 1
+    assert same_predictions(models[0], estimator, holdout)
+    assert loader.champion is not None and loader.champion.run_id == run_id
+    assert log.artifact_downloads() == 1
+
+
+def test_during_a_registry_outage_the_cached_champion_is_served_and_polling_resumes_after(
+    live: Server,
+    holdout: Holdout,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=LOGGER)
+    base = tmp_path_factory.mktemp("outage-server")
+    server, environ = start_live_server(live.database_url, base)
+    restarted: Server | None = None
+    try:
+        publisher = Publisher(server, "Resilient", holdout)
+        run_id, estimator = publisher.publish(5, seed=0)
+        cache = tmp_path / "cache"
+        loader = new_loader(server, "Resilient", cache)
+        model = loader.load()
+        publisher.registry.close()
+
+        os.killpg(server.proc.process.pid, signal.SIGKILL)  # the registry crashes
+        server.close()  # reaps it; nothing is left to stop
+        caplog.clear()
+        assert loader.refresh() is False
+        assert loader.offline is True
+        assert loader.load() is model
+        assert same_predictions(model, estimator, holdout)
+        warnings = [r for r in caplog.records if r.name == LOGGER and r.levelno == logging.WARNING]
+        assert warnings and "unreachable" in warnings[0].getMessage(), caplog.text
+        assert str(run_id) in warnings[0].getMessage()
+
+        # A serving process that starts now serves the last champion it knew, from disk.
+        caplog.clear()
+        started = new_loader(server, "Resilient", cache)
+        assert same_predictions(started.load(), estimator, holdout)
+        assert started.champion is not None and started.champion.run_id == run_id
+        assert started.offline is True
+        assert "serving cached" in caplog.text and "unreachable" in caplog.text
+        # ... but never a cache it cannot verify, nor nothing at all.
+        with pytest.raises(Unreachable):
+            new_loader(server, "Resilient", tmp_path / "empty-cache").load()
+        broken = tmp_path / "broken-cache"
+        new_cache_file = broken / "sha256" / started.champion.sha256
+        new_cache_file.parent.mkdir(parents=True)
+        for state in cache.glob("champion-*.json"):
+            (broken / state.name).write_bytes(state.read_bytes())
+        new_cache_file.write_bytes(b"truncated")
+        with pytest.raises(Unreachable):
+            new_loader(server, "Resilient", broken).load()
+
+        # The registry comes back on the same address, database and artifact store.
+        restarted = restart(server, environ, base)
+        caplog.clear()
+        log = counted(loader)
+        assert loader.refresh() is False  # unchanged: a 304
+        assert loader.offline is False
+        assert "reachable again" in caplog.text
+        assert log.champion_polls() == [304]
+        started_log = counted(started)
+        assert started.refresh() is False  # same bytes as it had cached: no download
+        assert started.offline is False
+        assert started_log.artifact_downloads() == 0
+
+        publisher = Publisher(restarted, "Resilient", holdout)
+        better_id, better = publisher.publish(50, seed=2)
+        assert publisher.serving() == better_id
+        assert loader.refresh() is True
+        assert same_predictions(loader.load(), better, holdout)
+        assert log.artifact_downloads() == 1
+        publisher.registry.close()
+    finally:
+        server.close()
+        if restarted is not None:
+            restarted.close()
+
+
+def restart(server: Server, environ: dict[str, str], base: Path) -> Server:
+    """A new ``modelreg serve`` on the stopped ``server``'s port, database and data."""
+    port = int(urlsplit(server.url).port or 0)
+    command = Path(sys.executable).with_name("modelreg")
+    proc = launch(
+        [str(command), "serve", "--host", "127.0.0.1", "--workers", "2", "--port", str(port)],
+        cwd=server.workdir,
+        env=environ,
+        port=port,
+        log_path=base / "server-restarted.log",
+    )
+    return Server(
+        url=proc.url,
+        session=TimeoutSession(),
+        proc=proc,
+        database_url=server.database_url,
+        artifact_root=server.artifact_root,
+        workdir=server.workdir,
+        workers=2,
+    )
+
+
+# -- a download cut short ----------------------------------------------------------------
+# A real server cannot be made to die in the middle of a body on cue: a stand-in
+# registry answers the champion and sends half of an artifact, then hangs up.
+
+
+@dataclass
+class FakeRegistry:
+    champion: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[int, bytes] = field(default_factory=dict)
+    cut_short: set[int] = field(default_factory=set)
+
+    def serve(self, run_id: int, content: bytes) -> None:
+        sha = hashlib.sha256(content).hexdigest()
+        self.artifacts[run_id] = content
+        self.champion = {
+            "environment": ENV,
+            "model": "Fake",
+            "version": "1.0",
+            "run_id": run_id,
+            "run_number": run_id,
+            "metric": {"name": "f1", "value": 0.5, "dataset": "d@1"},
+            "artifact": {"url": f"/api/v1/runs/{run_id}/artifact", "sha256": sha},
+            "reason": "best",
+            "policy_revision": 1,
+        }
+
+
+@contextlib.contextmanager
+def fake_registry(state: FakeRegistry) -> Iterator[str]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            if self.path.endswith("/artifact"):
+                run_id = int(self.path.split("/")[-2])
+                content = state.artifacts[run_id]
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(content)))
+                self.end_headers()
+                if run_id in state.cut_short:
+                    self.wfile.write(content[: len(content) // 2])
+                    self.close_connection = True
+                else:
+                    self.wfile.write(content)
+                return
+            etag = f'"{state.champion["run_id"]}"'
+            if self.headers.get("If-None-Match") == etag:
+                self.send_response(304)
+                self.send_header("ETag", etag)
+                self.end_headers()
+                return
+            body = json.dumps(state.champion).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("ETag", etag)
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def dumped(value: Any) -> bytes:
+    out = io.BytesIO()
+    joblib.dump(value, out)
+    return out.getvalue()
+
+
+def test_a_download_cut_short_is_an_outage_that_keeps_the_cached_model_and_leaves_no_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    state = FakeRegistry()
+    state.serve(1, dumped({"model": "first", "padding": bytes(200_000)}))
+    with fake_registry(state) as url:
+        loader = ChampionLoader(url, ENV, "Fake", cache_dir=tmp_path / "cache", timeout=10)
+        assert loader.load()["model"] == "first"
+
+        state.serve(2, dumped({"model": "second", "padding": bytes(300_000)}))
+        state.cut_short.add(2)
+        assert loader.refresh() is False
+        assert loader.load()["model"] == "first"
+        assert loader.offline is True
+        assert "unreachable" in caplog.text and "cut short" in caplog.text
+
+        with Registry(url) as registry:
+            target = tmp_path / "direct" / "artifact.bin"
+            with pytest.raises(Unreachable, match="cut short"):
+                registry.download_artifact(2, target)
+            assert list(target.parent.iterdir()) == []  # no partial file
+
+        state.cut_short.clear()  # the network heals
+        assert loader.refresh() is True
+        assert loader.load()["model"] == "second"
+        assert loader.offline is False
+    cached = sorted(p.name for p in (tmp_path / "cache" / "sha256").iterdir())
+    assert cached == sorted(hashlib.sha256(c).hexdigest() for c in state.artifacts.values())
