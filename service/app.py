@@ -18,6 +18,8 @@ from service.api import (
     health,
     jobs,
     models,
+    observability,
+    openapi,
     runs,
     tokens,
 )
@@ -155,6 +157,11 @@ def _cors(app: Flask, origins: list[str]) -> None:
 class _Api(Api):  # type: ignore[misc]
     # Read while Api() initializes: the documented error responses must show our shape.
     ERROR_SCHEMA = errors.ApiErrorSchema
+    # Each operation lists its error statuses (service.api.openapi): no catch-all.
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def _openapi_json(self) -> Any:
+        return openapi.json_response()  # the document, completed
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -184,7 +191,10 @@ def create_app(settings: Settings | None = None) -> Flask:
         api.register_blueprint(blueprint)
     api.register_blueprint(audit.blp)
     app.register_blueprint(health.blp)
+    app.register_blueprint(observability.blp)
 
+    # Timing first (and its access log last): it spans every other hook.
+    observability.register(app, access_log=settings.access_log)
     # Who is calling comes first: an anonymous caller learns nothing, not even limits.
     auth.register(app)
     app.before_request(_refuse_control_characters)

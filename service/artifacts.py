@@ -4,6 +4,11 @@ Uploads are written to a temporary file inside the store while they are hashed
 (memory stays flat whatever the size), checked against the size limit and the
 expected digest, and only then renamed into ``sha256/ab/cd/<digest>``. A rename
 within one file system is atomic, so a reader never sees half an artifact.
+
+Temporary files are named ``upload-<host>-<pid namespace>-<pid>-<random>``: the
+process that writes one is known, so a process killed mid-upload leaves files
+that :meth:`LocalArtifactStore.clean_tmp` can tell from the uploads of live
+processes, also when replicas on several hosts (or containers) share the store.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ import contextlib
 import hashlib
 import os
 import re
+import socket
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -21,6 +28,54 @@ from service.errors import PayloadTooLarge, ValidationFailed
 
 CHUNK = 1024 * 1024
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# A temporary file untouched for this long is abandoned, whoever wrote it: an upload
+# in progress modifies its file with every chunk it receives.
+STALE_TMP_SECONDS = 24 * 3600
+_TMP_NAME_RE = re.compile(r"^upload-(?P<where>[^-]+-[0-9]+)-(?P<pid>[0-9]+)-[^-]+$")
+
+
+def _where() -> str:
+    """``<host>-<pid namespace>``: where a process id means this process's kind of pid.
+
+    Containers sharing a store may share a host name (host networking) but not
+    their process ids; the pid namespace's inode tells them apart.
+    """
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "localhost"
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{host}-{namespace}"
+
+
+def tmp_prefix() -> str:
+    """``upload-<host>-<pid namespace>-<pid>-``: this process's temporary files."""
+    return f"upload-{_where()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc: trust kill()
+    # "pid (comm) state ...": comm may hold spaces and parentheses; the state follows
+    # the last ')'.
+    return stat.rpartition(")")[2].split()[:1] not in (["Z"], ["X"])
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -53,7 +108,7 @@ class IncomingFile:
     """
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
-        fd, name = tempfile.mkstemp(prefix="upload-", dir=directory)
+        fd, name = tempfile.mkstemp(prefix=tmp_prefix(), dir=directory)
         self.path = Path(name)
         self._fh: IO[bytes] = os.fdopen(fd, "w+b")
         self._hash = hashlib.sha256()
@@ -131,6 +186,8 @@ class LocalArtifactStore:
                 return StoredBlob(digest, upload.size, created=False)
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(upload.path, target)
+            # The rename must be durable before a row can point at its result.
+            _fsync_dir(target.parent)
             return StoredBlob(digest, upload.size, created=True)
         except BaseException:
             upload.discard()
@@ -138,6 +195,32 @@ class LocalArtifactStore:
 
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()
+
+    def clean_tmp(self, *, stale_after: float = STALE_TMP_SECONDS) -> list[Path]:
+        """Remove abandoned temporary files; returns what was removed.
+
+        Abandoned: written by a process of this host and pid namespace that is
+        gone (killed in the middle of an upload), or not modified for
+        ``stale_after`` seconds (a process elsewhere that crashed, or a name of
+        another form). Uploads of live processes, here or elsewhere, are kept.
+        """
+        where, now, removed = _where(), time.time(), []
+        for path in self.tmp.iterdir():
+            match = _TMP_NAME_RE.match(path.name)
+            try:
+                if not path.is_file():
+                    continue
+                orphan = (
+                    match is not None
+                    and match["where"] == where
+                    and not _pid_alive(int(match["pid"]))
+                )
+                if orphan or now - path.stat().st_mtime > stale_after:
+                    path.unlink()
+                    removed.append(path)
+            except FileNotFoundError:
+                continue  # committed or discarded meanwhile
+        return removed
 
     def open(self, sha256: str) -> IO[bytes]:
         return self.path_for(sha256).open("rb")

@@ -3,7 +3,8 @@
 :func:`recompute` runs inside the transaction of any change that can move a
 champion (evaluation, transition, policy, pin, unpin, run removal). It asks
 ``policies.select`` for the decision, rewrites the stored row, and appends a
-history row when the champion changes. The caller holds the model's lock
+history row when the champion changes (counted in ``modelreg_champion_changes_total``
+once the transaction commits). The caller holds the model's lock
 (``registry.lock_model``), so recomputations of one model are serialized.
 """
 
@@ -30,6 +31,7 @@ from service.db.models import (
     utcnow,
 )
 from service.errors import ValidationFailed, WouldLeaveNoModel
+from service.metrics import note_champion_change
 
 
 @dataclass(frozen=True)
@@ -208,6 +210,7 @@ def _store(
                 policy_revision=row.revision,
             )
         )
+        note_champion_change(session, row.environment.name, row.model.name)
     if any(getattr(champion, k) != v for k, v in fields.items()):
         for key, value in fields.items():
             setattr(champion, key, value)

@@ -1,16 +1,20 @@
-"""The ``modelreg`` command: ``serve`` and ``db``."""
+"""The ``modelreg`` command: ``serve``, ``worker``, ``token``, ``db`` and the HTTP commands."""
 
 from __future__ import annotations
 
+import atexit
 import ipaddress
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import click
@@ -19,6 +23,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from service import commands, logs
 from service.config import ENV_PREFIX, Settings, load_settings
 from service.db import migrate
 from service.errors import ConfigError
@@ -69,6 +74,15 @@ def _prepare_database(settings: Settings) -> None:
             )
 
 
+def _clean_artifact_tmp(settings: Settings) -> None:
+    """Remove the temporary files of uploads cut short by a crash (before workers fork)."""
+    from service.artifacts import LocalArtifactStore
+
+    removed = LocalArtifactStore(settings.resolved_artifact_root).clean_tmp()
+    if removed:
+        click.echo(f"removed {len(removed)} abandoned temporary upload file(s)", err=True)
+
+
 def _settings(**overrides: Any) -> Settings:
     try:
         return load_settings(**overrides)
@@ -113,7 +127,7 @@ def worker(once: bool, max_jobs: int | None, parent_pid: int | None) -> None:
     settings = _settings()
     url = settings.resolved_database_url
     _prepare_database(settings)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logs.configure(logging.INFO)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -135,6 +149,50 @@ def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
         [sys.executable, "-m", "service", "worker", "--parent-pid", str(os.getpid())],
         env=env,
     )
+
+
+# prometheus-client's multiprocess mode (service.metrics): read when it is first imported,
+# so serve sets it before anything imports it and before any worker starts.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_METRICS_DIR_PREFIX = "modelreg-metrics-"  # then the serve process's pid
+
+
+def _remove_stale_metrics_dirs() -> None:
+    """Metrics directories of servers that were killed (no exit handler ran)."""
+    for found in Path(tempfile.gettempdir()).glob(f"{_METRICS_DIR_PREFIX}*-*"):
+        pid = found.name[len(_METRICS_DIR_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or found.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(found, ignore_errors=True)
+        except OSError:  # gone meanwhile, or alive under another user
+            continue
+
+
+def _observability() -> None:
+    """JSON logs, and a fresh metrics directory shared by serve's processes (removed
+    when serve exits): its web workers and evaluation worker all write their metrics
+    there, and any worker's ``/metrics`` merges them."""
+    logs.configure(logging.INFO)
+    owner = os.getpid()
+    _remove_stale_metrics_dirs()
+    path = tempfile.mkdtemp(prefix=f"{_METRICS_DIR_PREFIX}{owner}-")
+    os.environ[METRICS_DIR_ENV] = path
+
+    def remove() -> None:
+        if os.getpid() == owner:  # gunicorn's forked workers exit through atexit too
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    """gunicorn's ``child_exit`` hook: a dead worker's live metrics go with it."""
+    from service.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
 
 
 def _stop_worker(process: subprocess.Popen[bytes]) -> None:
@@ -186,18 +244,19 @@ def serve(
             f"--insecure-no-auth serves without access control: bind it to a loopback "
             f"address (127.0.0.1, ::1, localhost), not {settings.host!r}"
         )
+    _observability()
     url = settings.resolved_database_url
     _prepare_database(settings)
+    _clean_artifact_tmp(settings)
     options = {
         "bind": f"{settings.host}:{settings.port}",
         "workers": settings.workers,
         "threads": settings.threads,
         "worker_class": "gthread",
         "keepalive": 5,
-        "accesslog": "-" if settings.access_log else None,
-        # The path without its query string: a credential sent in a URL by mistake is
-        # refused, and must not be written down either.
-        "access_log_format": '%(h)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(B)s %(M)sms',
+        # access_log: the app writes one JSON line per request (service.logs), not gunicorn.
+        "accesslog": None,
+        "child_exit": _child_exit,
         "timeout": 120,
         "graceful_timeout": 30,
         # gunicorn 27's control socket is one path per user: two servers would share it.
@@ -332,6 +391,8 @@ def db_current() -> None:
     finally:
         engine.dispose()
 
+
+commands.add_to(main)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -13,10 +13,14 @@ from policies.stages import STAGES
 from service import champion_reads, environments, pins
 from service.api.auth import caller
 from service.api.common import (
+    ETAG,
+    IF_NONE_MATCH,
+    STRING,
     Name,
     PageArgs,
     UtcDateTime,
     ctx,
+    header_parameter,
     list_schema,
     page_size,
     uow,
@@ -101,12 +105,14 @@ class PolicyBodySchema(ma.Schema):
 
 
 class PolicySchema(ma.Schema):
-    environment = ma.fields.Function(lambda p: p.environment.name)
-    model = ma.fields.Function(lambda p: p.model.name)
+    environment = ma.fields.Function(lambda p: p.environment.name, metadata=STRING)
+    model = ma.fields.Function(lambda p: p.model.name, metadata=STRING)
     versions = ma.fields.String()
     stages = ma.fields.List(ma.fields.String())
     metric = ma.fields.String()
-    dataset = ma.fields.Function(lambda p: p.dataset_revision.label)
+    dataset = ma.fields.Function(
+        lambda p: p.dataset_revision.label, metadata={**STRING, "description": "name@revision"}
+    )
     direction = ma.fields.String()
     min_value = ma.fields.Float(allow_none=True)
     min_improvement = ma.fields.Float()
@@ -204,6 +210,15 @@ EnvironmentListSchema = list_schema(EnvironmentSchema, "EnvironmentList")
 HistorySchema = list_schema(HistoryItemSchema, "History")
 
 
+IF_MATCH = header_parameter(
+    "If-Match", "the revision you read (its ETag); required when replacing a policy"
+)
+WOULD_LEAVE_NO_MODEL = (
+    "`would_leave_no_model`: the change would leave the environment with nothing to "
+    "serve (send force: true)"
+)
+
+
 def _environment_doc(env: Any, champs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "name": env.name,
@@ -279,12 +294,19 @@ class EnvironmentView(MethodView):
 @blp.route("/environments/<env>/policies/<model>")
 class PolicyView(MethodView):
     @blp.arguments(PolicyBodySchema)
-    @blp.response(200, PolicyResultSchema)
-    @blp.alt_response(201, schema=PolicyResultSchema)
-    @blp.alt_response(409, schema=ApiErrorSchema)
-    @blp.alt_response(412, schema=ApiErrorSchema)
+    @blp.doc(parameters=[IF_MATCH])
+    @blp.response(200, PolicyResultSchema, headers={"ETag": ETAG}, description="replaced")
+    @blp.alt_response(201, schema=PolicyResultSchema, headers={"ETag": ETAG}, description="created")
+    @blp.alt_response(409, schema=ApiErrorSchema, description=WOULD_LEAVE_NO_MODEL)
+    @blp.alt_response(
+        412, schema=ApiErrorSchema, description="`precondition_failed`: If-Match is stale"
+    )
     @blp.alt_response(422, schema=ApiErrorSchema)
-    @blp.alt_response(428, schema=ApiErrorSchema)
+    @blp.alt_response(
+        428,
+        schema=ApiErrorSchema,
+        description="`precondition_required`: replacing a policy needs If-Match",
+    )
     def put(self, body: dict[str, Any], env: str, model: str) -> Any:
         """Create or replace a policy (If-Match: <revision> required when replacing)"""
         change = environments.put_policy(
@@ -298,7 +320,7 @@ class PolicyView(MethodView):
         )
         return change, 201 if change.created else 200, {"ETag": f'"{change.policy.revision}"'}
 
-    @blp.response(200, PolicySchema)
+    @blp.response(200, PolicySchema, headers={"ETag": ETAG})
     @blp.alt_response(404, schema=ApiErrorSchema)
     def get(self, env: str, model: str) -> Any:
         """The policy, with its revision (also the ETag)"""
@@ -317,9 +339,16 @@ class PlanView(MethodView):
 
 @blp.route("/environments/<env>/models/<model>")
 class ChampionView(MethodView):
-    @blp.response(200, ChampionSchema)
-    @blp.alt_response(304, description="Not modified (If-None-Match matched)")
-    @blp.alt_response(404, schema=ApiErrorSchema)
+    @blp.doc(parameters=[IF_NONE_MATCH])
+    @blp.response(200, ChampionSchema, headers={"ETag": ETAG})
+    @blp.alt_response(
+        304, description="Not modified (If-None-Match matched)", headers={"ETag": ETAG}
+    )
+    @blp.alt_response(
+        404,
+        schema=ApiErrorSchema,
+        description="`not_found`, or `no_eligible_model`: the policy selects no run",
+    )
     def get(self, env: str, model: str) -> Response:
         """The champion: which run this environment serves"""
         doc, etag = champion_reads.read_champion(ctx().db, env, model)

@@ -51,11 +51,16 @@ def close_sessions(_exc: BaseException | None) -> None:
             session.close()
 
 
-class UtcDateTime(ma.fields.Field):  # type: ignore[type-arg]
-    """An aware-UTC ISO 8601 timestamp, also from SQLite's naive datetimes."""
+class UtcDateTime(ma.fields.DateTime):
+    """An aware-UTC ISO 8601 timestamp, also from SQLite's naive datetimes (documented
+    as ``string``, ``date-time``)."""
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
         return iso(value)
+
+
+# The OpenAPI type of a computed (``Function``) field, which marshmallow cannot infer.
+STRING: dict[str, Any] = {"type": "string"}
 
 
 class PageArgs(ma.Schema):
@@ -134,3 +139,63 @@ def json_dict(**kwargs: Any) -> ma.fields.Dict:
         validate=_storable,
         **kwargs,
     )
+
+
+# -- OpenAPI fragments of the conditional and streamed responses ----------------------
+
+
+def header_parameter(name: str, description: str) -> dict[str, Any]:
+    return {
+        "in": "header",
+        "name": name,
+        "required": False,
+        "schema": {"type": "string"},
+        "description": description,
+    }
+
+
+def response_header(description: str) -> dict[str, Any]:
+    return {"description": description, "schema": {"type": "string"}}
+
+
+IF_NONE_MATCH = header_parameter(
+    "If-None-Match", "the ETag you hold: 304 Not Modified while it is still current"
+)
+ETAG = response_header("the representation's entity tag (quoted)")
+RANGE_NOT_SATISFIABLE = "the Range lies outside the content"
+
+
+def download_doc(
+    media_types: list[str], what: str, extra_headers: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The OpenAPI of a streamed, content-addressed download (``ETag`` = sha256), which
+    answers ``If-None-Match`` (304) and ``Range`` (206, or 416 beyond the end)."""
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    headers = {
+        "ETag": response_header("the content's sha256, quoted"),
+        "Content-Disposition": response_header("attachment; filename=…"),
+        "Accept-Ranges": response_header("bytes"),
+        **(extra_headers or {}),
+    }
+    return {
+        "parameters": [
+            IF_NONE_MATCH,
+            header_parameter("Range", "bytes=first-last: 206 Partial Content with those bytes"),
+        ],
+        "responses": {
+            "200": {
+                "description": f"{what}, streamed",
+                "content": {media_type: binary for media_type in media_types},
+                "headers": headers,
+            },
+            "206": {
+                "description": f"the requested bytes of {what}",
+                "content": {media_type: binary for media_type in media_types},
+                "headers": {**headers, "Content-Range": response_header("bytes first-last/size")},
+            },
+            "304": {
+                "description": "Not modified: If-None-Match matched",
+                "headers": {"ETag": headers["ETag"]},
+            },
+        },
+    }

@@ -14,10 +14,13 @@ from werkzeug.wsgi import wrap_file
 from service import dataset_content, datasets
 from service.api.auth import caller
 from service.api.common import (
+    RANGE_NOT_SATISFIABLE,
+    STRING,
     Name,
     PageArgs,
     UtcDateTime,
     ctx,
+    download_doc,
     list_schema,
     page_size,
     uow,
@@ -69,7 +72,7 @@ def _content_url(r: DatasetRevision) -> str | None:
 
 
 class RevisionSchema(ma.Schema):
-    dataset = ma.fields.Function(lambda r: r.dataset.name)
+    dataset = ma.fields.Function(lambda r: r.dataset.name, metadata=STRING)
     revision = ma.fields.Integer()
     label = ma.fields.String()
     sha256 = ma.fields.String()
@@ -86,15 +89,18 @@ class RevisionSchema(ma.Schema):
     size = ma.fields.Integer(allow_none=True, metadata={"description": "bytes as uploaded"})
     row_count = ma.fields.Integer(allow_none=True)
     columns = ma.fields.List(ma.fields.String(), allow_none=True)
-    content_url = ma.fields.Function(_content_url, allow_none=True)
+    content_url = ma.fields.Function(_content_url, allow_none=True, metadata=STRING)
 
 
 class DatasetSchema(ma.Schema):
     name = ma.fields.String()
     created_at = UtcDateTime()
-    revisions = ma.fields.Function(
-        lambda d: RevisionSchema(many=True).dump(sorted(d.revisions, key=lambda r: r.revision))
-    )
+    revisions = ma.fields.List(ma.fields.Nested(RevisionSchema))
+
+    def get_attribute(self, obj: Any, attr: str, default: Any) -> Any:
+        if attr == "revisions":
+            return sorted(obj.revisions, key=lambda r: r.revision)
+        return super().get_attribute(obj, attr, default)
 
 
 DatasetListSchema = list_schema(DatasetSchema, "DatasetList")
@@ -224,9 +230,11 @@ class RevisionView(MethodView):
 
 @blp.route(f"{_REVISION}/content")
 class RevisionContentView(MethodView):
+    @blp.doc(**download_doc(["text/csv", "application/gzip"], "the content as uploaded"))
     @blp.response(200, description="The content as uploaded (ETag = sha256)")
     @blp.alt_response(304, description="Not modified")
     @blp.alt_response(404, schema=ApiErrorSchema)
+    @blp.alt_response(416, schema=ApiErrorSchema, description=RANGE_NOT_SATISFIABLE)
     def get(self, name: str, rev: int) -> Response:
         """Download a revision's content (404 when it was registered by digest only)"""
         c = ctx()

@@ -13,6 +13,7 @@ from typing import Any
 import marshmallow as ma
 from flask import Flask, Response, jsonify
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from service import errors
@@ -127,6 +128,12 @@ def handle_database_error(exc: DBAPIError) -> Response:
     return handle_unexpected(exc)
 
 
+def handle_pool_timeout(exc: PoolTimeout) -> Response:
+    # Every pooled connection is busy (or stuck on a database that stopped answering).
+    log.warning("no database connection available: %s", exc)
+    return error_response(503, "unavailable", "the database is unavailable; retry later")
+
+
 def handle_too_deep(exc: RecursionError) -> Response:
     # Only hostile input nests this deep: JSON arrays in arrays (a body, run or
     # dataset metadata, a page token) beyond what the parser recurses into.
@@ -163,6 +170,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(errors.ServiceError, handle_service_error)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(DBAPIError, handle_database_error)
+    app.register_error_handler(PoolTimeout, handle_pool_timeout)
     app.register_error_handler(RecursionError, handle_too_deep)
     app.register_error_handler(ValueError, handle_value_error)
     app.register_error_handler(Exception, handle_unexpected)

@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 
 from service import jobs
 from service.api.auth import caller
-from service.api.common import PageArgs, UtcDateTime, ctx, list_schema, page_size, uow
+from service.api.common import STRING, PageArgs, UtcDateTime, ctx, list_schema, page_size, uow
 from service.api.errors import ApiErrorSchema
 from service.db.models import MAX_ID
 
@@ -21,7 +21,7 @@ class JobSchema(ma.Schema):
     id = ma.fields.Integer()
     kind = ma.fields.String()
     run_id = ma.fields.Integer()
-    dataset = ma.fields.Function(lambda j: j.dataset_revision.label)
+    dataset = ma.fields.Function(lambda j: j.dataset_revision.label, metadata=STRING)
     state = ma.fields.String(metadata={"description": ", ".join(jobs.STATES)})
     trigger = ma.fields.String(metadata={"description": "run_registered, policy or request"})
     actor = ma.fields.String()
@@ -40,7 +40,7 @@ class JobSchema(ma.Schema):
         metadata={"description": "while running: the worker's claim, renewed while it works"},
     )
     finished_at = UtcDateTime(allow_none=True)
-    url = ma.fields.Function(lambda j: f"/api/v1/jobs/{j.id}")
+    url = ma.fields.Function(lambda j: f"/api/v1/jobs/{j.id}", metadata=STRING)
 
 
 JobListSchema = list_schema(JobSchema, "JobList")

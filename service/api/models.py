@@ -14,6 +14,7 @@ from service import champion_reads, champions, registry
 from service.api.auth import caller
 from service.api.champions import ChampionSchema
 from service.api.common import (
+    STRING,
     Name,
     PageArgs,
     UtcDateTime,
@@ -30,7 +31,7 @@ blp = Blueprint("models", __name__, url_prefix="/api/v1", description="Models an
 
 
 class VersionSchema(ma.Schema):
-    model = ma.fields.Function(lambda v: v.model.name)
+    model = ma.fields.Function(lambda v: v.model.name, metadata=STRING)
     version = ma.fields.String()
     canonical_version = ma.fields.String()
     is_prerelease = ma.fields.Boolean()
@@ -46,9 +47,14 @@ class ModelSchema(ma.Schema):
     description = ma.fields.String()
     tags = json_dict()
     created_at = UtcDateTime()
-    versions = ma.fields.Function(
-        lambda m: VersionSchema(many=True).dump(registry.sorted_versions(m))
+    versions = ma.fields.List(
+        ma.fields.Nested(VersionSchema), metadata={"description": "in PEP 440 order"}
     )
+
+    def get_attribute(self, obj: Any, attr: str, default: Any) -> Any:
+        if attr == "versions":
+            return registry.sorted_versions(obj)
+        return super().get_attribute(obj, attr, default)
 
 
 class ModelCreateSchema(ma.Schema):

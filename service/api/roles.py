@@ -16,6 +16,8 @@ R, CI, REL, ADMIN = "reader", "ci", "release", "admin"
 
 ROUTE_ROLES: dict[str, dict[str, str]] = {
     "api-docs.openapi_json": {"GET": R},
+    # Prometheus scrapes with a reader token: not open like the health checks.
+    "metrics.scrape": {"GET": R},
     "models.Models": {"GET": R, "POST": CI},
     "models.Model": {"GET": R},
     "models.Versions": {"GET": R, "POST": CI},

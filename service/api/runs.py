@@ -16,13 +16,17 @@ from werkzeug.wsgi import wrap_file
 from service import evaluations, jobs, runs
 from service.api.auth import caller
 from service.api.common import (
+    RANGE_NOT_SATISFIABLE,
+    STRING,
     Name,
     PageArgs,
     UtcDateTime,
     ctx,
+    download_doc,
     json_dict,
     list_schema,
     page_size,
+    response_header,
     uow,
 )
 from service.api.errors import ApiErrorSchema, error_response
@@ -65,7 +69,7 @@ class RunMetadataSchema(ma.Schema):
 
 
 class EvaluationSchema(ma.Schema):
-    dataset = ma.fields.Function(lambda e: e.dataset_revision.label)
+    dataset = ma.fields.Function(lambda e: e.dataset_revision.label, metadata=STRING)
     metric = ma.fields.String()
     value = ma.fields.Float()
     source = ma.fields.String()
@@ -81,22 +85,25 @@ class ArtifactSchema(ma.Schema):
 
 class RunSchema(ma.Schema):
     id = ma.fields.Integer()
-    model = ma.fields.Function(lambda r: r.model_version.model.name)
-    version = ma.fields.Function(lambda r: r.model_version.version)
-    stage = ma.fields.Function(lambda r: r.model_version.stage)
+    model = ma.fields.Function(lambda r: r.model_version.model.name, metadata=STRING)
+    version = ma.fields.Function(lambda r: r.model_version.version, metadata=STRING)
+    stage = ma.fields.Function(lambda r: r.model_version.stage, metadata=STRING)
     number = ma.fields.Integer()
-    artifact = ma.fields.Function(
-        lambda r: {
-            "sha256": r.artifact_sha256,
-            "size": r.artifact_size,
-            "format": r.artifact_format,
-            "filename": r.artifact_filename,
-        }
-    )
+    artifact = ma.fields.Nested(ArtifactSchema)
     params = json_dict()
     tags = json_dict()
     source = json_dict()
     created_at = UtcDateTime()
+
+    def get_attribute(self, obj: Any, attr: str, default: Any) -> Any:
+        if attr == "artifact":
+            return {
+                "sha256": obj.artifact_sha256,
+                "size": obj.artifact_size,
+                "format": obj.artifact_format,
+                "filename": obj.artifact_filename,
+            }
+        return super().get_attribute(obj, attr, default)
 
 
 class RunDetailSchema(RunSchema):
@@ -131,12 +138,10 @@ _MULTIPART_DOC = {
                     "required": ["artifact"],
                     "properties": {
                         "artifact": {"type": "string", "format": "binary"},
-                        "metadata": {
-                            "type": "string",
-                            "description": "JSON object: RunMetadata",
-                        },
+                        "metadata": RunMetadataSchema,
                     },
-                }
+                },
+                "encoding": {"metadata": {"contentType": "application/json"}},
             }
         },
     }
@@ -264,9 +269,17 @@ class RunView(MethodView):
 
 @blp.route(f"/runs/<int(min=1, max={MAX_ID}):run_id>/artifact")
 class ArtifactView(MethodView):
+    @blp.doc(
+        **download_doc(
+            ["application/octet-stream"],
+            "the artifact",
+            {"X-Artifact-Format": response_header("joblib, pkl, skops, onnx, …")},
+        )
+    )
     @blp.response(200, description="The artifact bytes (ETag = sha256)")
     @blp.alt_response(304, description="Not modified")
     @blp.alt_response(404, schema=ApiErrorSchema)
+    @blp.alt_response(416, schema=ApiErrorSchema, description=RANGE_NOT_SATISFIABLE)
     def get(self, run_id: int) -> Response:
         """Download a run's artifact"""
         c = ctx()

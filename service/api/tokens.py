@@ -11,7 +11,15 @@ from flask_smorest import Blueprint
 from service import tokens
 from service.access import ROLES
 from service.api.auth import caller
-from service.api.common import Name, PageArgs, UtcDateTime, list_schema, page_size, uow
+from service.api.common import (
+    STRING,
+    Name,
+    PageArgs,
+    UtcDateTime,
+    list_schema,
+    page_size,
+    uow,
+)
 from service.api.errors import ApiErrorSchema
 from service.db.models import MAX_ID
 
@@ -29,7 +37,9 @@ class TokenSchema(ma.Schema):
     name = ma.fields.String()
     role = ma.fields.String()
     prefix = ma.fields.String(metadata={"description": "the secret's first characters"})
-    state = ma.fields.Function(tokens.state, metadata={"description": "active, expired, revoked"})
+    state = ma.fields.Function(
+        tokens.state, metadata={**STRING, "enum": ["active", "expired", "revoked"]}
+    )
     created_at = UtcDateTime()
     created_by = ma.fields.String()
     expires_at = UtcDateTime(allow_none=True)

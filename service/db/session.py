@@ -6,7 +6,9 @@ when a read lock would have to be upgraded. Reads use a second engine whose
 transactions start deferred, so readers never wait behind writers.
 
 PostgreSQL: one engine; writers serialize on row locks (``FOR UPDATE``) taken by
-the service layer.
+the service layer. A database that is down or unreachable fails a request within
+seconds (connect timeout, TCP keepalives, a bounded wait for a pooled connection)
+instead of hanging it: the API answers 503 and the pools recover by themselves.
 """
 
 from __future__ import annotations
@@ -23,6 +25,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.sql import Executable
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# libpq settings of every PostgreSQL connection, unless the URL sets them itself.
+# connect_timeout bounds a new connection (libpq's minimum is 2 s); the keepalives
+# and tcp_user_timeout drop a connection whose peer vanished (a host gone, a network
+# partition) instead of waiting on it for the kernel's default of hours.
+PG_CONNECT_DEFAULTS: dict[str, int] = {
+    "connect_timeout": 2,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 3,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 15_000,  # milliseconds
+}
+# How long a request waits for a pooled connection before it gets a 503.
+POOL_TIMEOUT_S = 5
 
 
 def _sqlite_engine(url: str, *, begin: str | None) -> Engine:
@@ -54,6 +71,21 @@ def _sqlite_engine(url: str, *, begin: str | None) -> Engine:
     return engine
 
 
+def _pg_connect_args(url: str) -> dict[str, Any]:
+    """libpq's defaults above, for the libpq drivers; the URL's own settings win.
+
+    >>> args = _pg_connect_args("postgresql+psycopg2://u@h/db?connect_timeout=10")
+    >>> "connect_timeout" in args, args["keepalives_idle"]
+    (False, 10)
+    >>> _pg_connect_args("postgresql+pg8000://u@h/db")
+    {}
+    """
+    parsed = make_url(url)
+    if parsed.get_driver_name() not in ("psycopg2", "psycopg"):
+        return {}
+    return {key: value for key, value in PG_CONNECT_DEFAULTS.items() if key not in parsed.query}
+
+
 class Database:
     """The engines of one process and a factory for units of work."""
 
@@ -66,12 +98,26 @@ class Database:
             # A lone SELECT is consistent by itself: no BEGIN/ROLLBACK around it.
             self.lookup_engine = _sqlite_engine(url, begin=None)
         else:
-            self.engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+            connect_args = _pg_connect_args(url)
+            self.engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=10,
+                max_overflow=20,
+                pool_timeout=POOL_TIMEOUT_S,
+                connect_args=connect_args,
+            )
             self.read_engine = self.engine
             # The serving layers' hot path: autocommit (no BEGIN/ROLLBACK round trips)
             # and no ping per checkout; a connection found dead is retried once.
             self.lookup_engine = create_engine(
-                url, isolation_level="AUTOCOMMIT", pool_size=10, max_overflow=20, pool_recycle=3600
+                url,
+                isolation_level="AUTOCOMMIT",
+                pool_size=10,
+                max_overflow=20,
+                pool_recycle=3600,
+                pool_timeout=POOL_TIMEOUT_S,
+                connect_args=connect_args,
             )
         self._writer = sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import audit, champions, evaluations, jobs
+from service import audit, champions, evaluations, jobs, logs, metrics
 from service.access import Caller
 from service.artifacts import ArtifactStore
 from service.config import Settings
@@ -130,7 +130,14 @@ class Worker:
     # -- one job -----------------------------------------------------------------
 
     def process(self, claim: jobs.Claim) -> Processed:
+        """Evaluate one claimed job and store its result; its log records carry its id."""
         started = time.monotonic()
+        with logs.context(job_id=claim.job_id):
+            result = self._process(claim, started)
+        metrics.EVALUATION_DURATION.labels(result.state).observe(time.monotonic() - started)
+        return result
+
+    def _process(self, claim: jobs.Claim, started: float) -> Processed:
         try:
             prepared = self._read(claim)
             if isinstance(prepared, Processed):
