@@ -47,6 +47,7 @@ from harness import (  # noqa: E402
     KEEPALIVE_S,
     NAGLE_PATH,
     PG_ADMIN_URL,
+    READER_SECRET,
     Databases,
     Quiet,
     Server,
@@ -278,6 +279,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="leave connections where gunicorn's accept race puts them (noisier at c>1)",
     )
+    p.add_argument(
+        "--admin-token",
+        action="store_true",
+        help="champion servers accept the bench secret as MODELREG_ADMIN_TOKEN (compared in "
+        "memory, no database lookup): isolates the cost of the reader token's lookup",
+    )
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("--keep", action="store_true", help="keep the temporary data directory")
     args = p.parse_args(argv)
@@ -310,7 +317,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             add_reader_token(url)
             fills.append(asdict(filled))
-            servers.append(champion_server(runs, url, data_dir, args.workers, args.threads))
+            champion = champion_server(runs, url, data_dir, args.workers, args.threads)
+            if args.admin_token:
+                champion.env["MODELREG_ADMIN_TOKEN"] = READER_SECRET
+            servers.append(champion)
             servers.append(
                 floor_server(runs, url, data_dir, args.workers, args.threads, args.floor_accesslog)
             )

@@ -1,0 +1,239 @@
+"""A 1 GiB artifact through ``modelreg serve``: memory growth and throughput against ``cp``.
+
+Starts ``modelreg serve --no-evaluation-worker`` (1 worker, SQLite) in a temporary
+directory, writes a 1 GiB file there, times ``cp`` of it to the same disk (then
+``fsync`` of the copy, as the artifact store fsyncs what it stores), uploads it as a
+streamed multipart body (``http.client`` + ``MultipartStream``, never in memory),
+downloads it back to a file in the same directory (streamed, fsynced, sha256 checked),
+and samples the worker's VmRSS throughout. Targets (issue 6): worker memory growth
+under 64 MiB; upload and download throughput at least half of ``cp``'s.
+
+    .venv/bin/python bench/upload.py [--size-mib 1024] [--tmp DIR] [--keep]
+
+A measurement, not a test: it always exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from serving import (
+    BLOCK,
+    HEADERS,
+    ModelregServer,
+    RssSampler,
+    call_json,
+    log,
+    machine_load,
+    post_run,
+    status_kib,
+)
+
+MEMORY_TARGET_MIB = 64
+THROUGHPUT_TARGET = 0.5
+
+
+def make_file(path: Path, size: int) -> str:
+    """``size`` bytes: 1 MiB of random bytes, each block stamped with its counter."""
+    seed = os.urandom(BLOCK)
+    digest = hashlib.sha256()
+    with path.open("wb") as fh:
+        for i in range(size // BLOCK):
+            block = i.to_bytes(8, "big") + seed[8:]
+            digest.update(block)
+            fh.write(block)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return digest.hexdigest()
+
+
+def restamp(path: Path, stamp: int) -> str:
+    """Change the file's first 8 bytes (a new blob for the store); its new sha256."""
+    with path.open("r+b") as fh:
+        fh.write((1 << 62 | stamp).to_bytes(8, "big"))
+        fh.flush()
+        os.fsync(fh.fileno())
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(BLOCK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def drop_from_cache(path: Path) -> None:
+    """Ask the kernel to forget ``path``'s pages (clean after fsync), so reads hit the disk
+    about as much for every contender. Best effort."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def time_cp(src: Path, dst: Path) -> tuple[float, float]:
+    """Seconds for ``cp`` alone and for ``cp`` + fsync of the copy and its directory."""
+    drop_from_cache(src)
+    t0 = time.perf_counter()
+    subprocess.run(["cp", str(src), str(dst)], check=True)
+    t1 = time.perf_counter()
+    fsync_path(dst)
+    fsync_path(dst.parent)
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t0
+
+
+def download(server: ModelregServer, run_id: int, dst: Path) -> tuple[float, str, int]:
+    conn = server.connection()
+    digest = hashlib.sha256()
+    size = 0
+    t0 = time.perf_counter()
+    try:
+        conn.request("GET", f"/api/v1/runs/{run_id}/artifact", headers=HEADERS)
+        response = conn.getresponse()
+        if response.status != 200:
+            raise RuntimeError(f"download: {response.status} {response.read(500)!r}")
+        with dst.open("wb") as fh:
+            while chunk := response.read(BLOCK):
+                digest.update(chunk)
+                fh.write(chunk)
+                size += len(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        fsync_path(dst.parent)
+    finally:
+        conn.close()
+    return time.perf_counter() - t0, digest.hexdigest(), size
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--size-mib", type=int, default=1024)
+    p.add_argument("--tmp", default=None, help="parent of the temporary directory")
+    p.add_argument("--repeat", type=int, default=2, help="cp/upload/download rounds")
+    p.add_argument("--keep", action="store_true")
+    args = p.parse_args()
+    size = args.size_mib * BLOCK
+
+    work = Path(tempfile.mkdtemp(prefix="modelreg-upload-", dir=args.tmp))
+    server = ModelregServer(work / "server")
+    (work / "server").mkdir()
+    rows: list[tuple[str, float, float, float]] = []  # name, cp, upload, download seconds
+    try:
+        src = work / "artifact.bin"
+        log(f"writing {args.size_mib} MiB to {src} (load {machine_load()})")
+        expected = make_file(src, size)
+        server.start()
+        (worker,) = server.workers()
+        conn = server.connection()
+        call_json(conn, "POST", "/models", {"name": "big"})
+        call_json(conn, "POST", "/models/big/versions", {"version": "1.0"})
+        warm = work / "warm.bin"
+        warm.write_bytes(b"warm-up" * 1000)
+        run = post_run(conn, "big", "1.0", warm, {})  # the worker imports everything first
+        download(server, run["id"], work / "warm.out")
+        conn.close()
+        rss_before = status_kib(worker, "VmRSS")
+        hwm_before = status_kib(worker, "VmHWM")
+        peak_rss = rss_before
+        log(f"worker {worker}: VmRSS {rss_before / 1024:.1f} MiB, VmHWM {hwm_before / 1024:.1f}")
+
+        for i in range(args.repeat):
+            copy = work / f"copy-{i}.bin"
+            cp_s, cp_sync_s = time_cp(src, copy)
+            copy.unlink()
+            log(f"round {i + 1}: cp {cp_s:.2f} s, cp+fsync {cp_sync_s:.2f} s")
+
+            drop_from_cache(src)
+            sampler = RssSampler(worker)
+            sampler.start()
+            conn = server.connection()
+            t0 = time.perf_counter()
+            run = post_run(conn, "big", "1.0", src, {"params": {"round": i}})
+            up_s = time.perf_counter() - t0
+            conn.close()
+            if run["artifact"]["sha256"] != expected or run["artifact"]["size"] != size:
+                raise RuntimeError(f"stored artifact differs: {run['artifact']}")
+            log(f"round {i + 1}: upload {up_s:.2f} s (run {run['id']})")
+
+            out = work / f"download-{i}.bin"
+            down_s, got, got_size = download(server, run["id"], out)
+            peak_rss = max(peak_rss, sampler.finish())
+            out.unlink()
+            if got != expected or got_size != size:
+                raise RuntimeError("downloaded artifact differs from the upload")
+            log(f"round {i + 1}: download {down_s:.2f} s (sha256 ok)")
+            rows.append((f"round {i + 1}", cp_sync_s, up_s, down_s))
+            # New content for the next round: the store deduplicates by sha256.
+            expected = restamp(src, i + 1)
+        hwm_after = status_kib(worker, "VmHWM")
+        rss_after = status_kib(worker, "VmRSS")
+    finally:
+        server.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            log(f"kept {work}")
+
+    mib = size / BLOCK
+    growth_hwm = (hwm_after - hwm_before) / 1024
+    growth_rss = (peak_rss - rss_before) / 1024
+    print(f"upload.py: {mib:.0f} MiB artifact, 1 worker, SQLite, load {machine_load()}")
+    print(
+        f"{'round':<9} {'cp+fsync s':>10} {'upload s':>9} {'download s':>10} {'cp MiB/s':>9} "
+        f"{'up MiB/s':>9} {'down MiB/s':>10} {'up/cp':>6} {'down/cp':>7}"
+    )
+    for name, cp_s, up_s, down_s in rows:
+        up, down = cp_s / up_s, cp_s / down_s
+        print(
+            f"{name:<9} {cp_s:>10.2f} {up_s:>9.2f} {down_s:>10.2f} {mib / cp_s:>9.0f} "
+            f"{mib / up_s:>9.0f} {mib / down_s:>10.0f} {up:>6.2f} {down:>7.2f}"
+        )
+    med_up = sorted(r[1] / r[2] for r in rows)[len(rows) // 2]
+    med_down = sorted(r[1] / r[3] for r in rows)[len(rows) // 2]
+
+    def verdict(ok: bool) -> str:
+        return "PASS" if ok else "FAIL"
+
+    print()
+    print(f"{'measure':<44} {'value':>9} {'target':>8}  verdict")
+    print(
+        f"{'worker VmHWM growth (MiB)':<44} {growth_hwm:>9.1f} {'< 64':>8}  "
+        f"{verdict(growth_hwm < MEMORY_TARGET_MIB)}"
+    )
+    print(
+        f"{'worker peak sampled VmRSS growth (MiB)':<44} {growth_rss:>9.1f} {'< 64':>8}  "
+        f"{verdict(growth_rss < MEMORY_TARGET_MIB)}"
+    )
+    print(f"{'worker VmRSS after (MiB)':<44} {rss_after / 1024:>9.1f}")
+    print(
+        f"{'upload throughput / cp+fsync (worst round)':<44} {min(r[1] / r[2] for r in rows):>9.2f}"
+        f" {'>= 0.5':>8}  {verdict(min(r[1] / r[2] for r in rows) >= THROUGHPUT_TARGET)}"
+    )
+    print(
+        f"{'download throughput / cp+fsync (worst round)':<44} "
+        f"{min(r[1] / r[3] for r in rows):>9.2f} {'>= 0.5':>8}  "
+        f"{verdict(min(r[1] / r[3] for r in rows) >= THROUGHPUT_TARGET)}"
+    )
+    print(f"(median over rounds: upload/cp {med_up:.2f}, download/cp {med_down:.2f})")
+
+
+if __name__ == "__main__":
+    main()
