@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import ConfigError
+from service.names import NAME_LEN
 
 ENV_PREFIX = "MODELREG_"
 
@@ -37,6 +38,9 @@ class Settings:
     max_json_bytes: int
     default_page_size: int
     max_page_size: int
+    max_name_length: int
+    max_metrics_per_evaluation: int
+    max_evaluations_per_run: int
     host: str
     port: int
     workers: int
@@ -145,6 +149,12 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
 
 
 _POSITIVE = (
+    "max_artifact_bytes",
+    "max_json_bytes",
+    "default_page_size",
+    "max_page_size",
+    "max_metrics_per_evaluation",
+    "max_evaluations_per_run",
     "max_dataset_bytes",
     "max_dataset_rows",
     "max_dataset_columns",
@@ -161,6 +171,16 @@ def _check(settings: Settings) -> None:
     for name in _POSITIVE:
         if getattr(settings, name) < 1:
             raise ConfigError(f"setting {name!r} must be at least 1, got {getattr(settings, name)}")
+    if not 1 <= settings.max_name_length <= NAME_LEN:
+        raise ConfigError(
+            f"setting 'max_name_length' must be between 1 and {NAME_LEN} (the width of the"
+            f" name columns), got {settings.max_name_length}"
+        )
+    if settings.default_page_size > settings.max_page_size:
+        raise ConfigError(
+            f"setting 'default_page_size' ({settings.default_page_size}) must not exceed"
+            f" 'max_page_size' ({settings.max_page_size})"
+        )
     if settings.admin_token and len(settings.admin_token) < 16:
         raise ConfigError("setting 'admin_token' must be at least 16 characters long")
     if any(not 0x21 <= ord(ch) <= 0x7E for ch in settings.admin_token):

@@ -9,6 +9,7 @@ from service.errors import ValidationFailed
 
 VERSION_LEN = 128  # the column's width
 SPECIFIER_LEN = 512
+NAME_LEN = 100  # the name columns' width: the most max_name_length may allow
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 NAME_RE = re.compile(NAME_PATTERN)

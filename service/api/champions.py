@@ -19,6 +19,7 @@ from service.api.common import (
     Name,
     PageArgs,
     UtcDateTime,
+    check_name_length,
     ctx,
     header_parameter,
     list_schema,
@@ -278,6 +279,7 @@ class EnvironmentView(MethodView):
     @blp.alt_response(201, schema=EnvironmentSchema)
     def put(self, body: dict[str, Any], env: str) -> Any:
         """Create or update an environment"""
+        check_name_length("name", env)
         s = uow(write=True)
         row, created = environments.put_environment(s, env, body["description"], caller=caller())
         return _environment_doc(row, environments.champions_in(s, row)), 201 if created else 200

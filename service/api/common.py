@@ -14,6 +14,7 @@ from service.artifacts import ArtifactStore
 from service.clock import iso
 from service.config import Settings
 from service.db.session import Database
+from service.errors import ValidationFailed
 from service.names import NAME_PATTERN, NAME_RE
 
 
@@ -94,6 +95,22 @@ def _whole_name(value: str) -> None:
     # Regexp matches "$" before a trailing newline: "f1\n" must not pass for "f1".
     if not NAME_RE.fullmatch(value):
         raise ma.ValidationError(_NAME_ERROR)
+    name_length_error(value)
+
+
+def name_length_error(value: str) -> None:
+    """``max_name_length`` (a setting, so read per request): a ValidationError beyond it."""
+    limit = ctx().settings.max_name_length
+    if len(value) > limit:
+        raise ma.ValidationError(f"at most {limit} characters (max_name_length)")
+
+
+def check_name_length(field: str, value: str) -> None:
+    """``max_name_length`` for a name outside a schema (a path segment): 422 naming ``field``."""
+    try:
+        name_length_error(value)
+    except ma.ValidationError as exc:
+        raise ValidationFailed.field(field, str(exc.messages[0])) from None
 
 
 def Name(**kwargs: Any) -> ma.fields.String:

@@ -49,7 +49,14 @@ class EvaluationInputSchema(ma.Schema):
         values=ma.fields.Float(allow_nan=False),
         required=True,
         validate=ma.validate.Length(min=1),
+        metadata={"description": "at most max_metrics_per_evaluation (default 100) metrics"},
     )
+
+    @ma.validates("metrics")
+    def _few_enough_metrics(self, value: dict[str, float], **_: Any) -> None:
+        limit = ctx().settings.max_metrics_per_evaluation
+        if len(value) > limit:
+            raise ma.ValidationError(f"at most {limit} metrics (max_metrics_per_evaluation)")
 
 
 class RunMetadataSchema(ma.Schema):
@@ -65,7 +72,17 @@ class RunMetadataSchema(ma.Schema):
         validate=ma.validate.Regexp(f"(?i){SHA256_RE.pattern}", error="64 hex digits"),
     )
     format = ma.fields.String(load_default=None, validate=ma.validate.Length(max=32))
-    evaluations = ma.fields.List(ma.fields.Nested(EvaluationInputSchema), load_default=list)
+    evaluations = ma.fields.List(
+        ma.fields.Nested(EvaluationInputSchema),
+        load_default=list,
+        metadata={"description": "at most max_evaluations_per_run (default 100) items"},
+    )
+
+    @ma.validates("evaluations")
+    def _few_enough_evaluations(self, value: list[Any], **_: Any) -> None:
+        limit = ctx().settings.max_evaluations_per_run
+        if len(value) > limit:
+            raise ma.ValidationError(f"at most {limit} evaluations (max_evaluations_per_run)")
 
 
 class EvaluationSchema(ma.Schema):
