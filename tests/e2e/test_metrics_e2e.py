@@ -121,7 +121,7 @@ def test_any_worker_reports_every_workers_requests_and_logs_carry_request_ids(
     assert line["duration_ms"] > 0
     scrapes = [d for d in lines if d["request_id"].startswith(f"scrape-{tag}-")]
     assert len(scrapes) == SCRAPES
-    # Both workers served lookups and scrapes, and each scrape saw all the lookups:
-    # the numbers are merged across processes, not one worker's own.
+    # Both workers served lookups, and every scrape (whichever worker answered it: the
+    # kernel decides, so it may be the same one each time) counted all of them: the
+    # numbers are merged across processes, not one worker's own.
     assert len({d["pid"] for d in served.values()}) == 2, {d["pid"] for d in served.values()}
-    assert len({d["pid"] for d in scrapes}) == 2, {d["pid"] for d in scrapes}
