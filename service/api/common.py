@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 import marshmallow as ma
-from flask import current_app, g
+from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
 from service.artifacts import ArtifactStore
 from service.clock import iso
 from service.config import Settings
 from service.db.session import Database
-from service.errors import ValidationFailed
+from service.errors import BadRequest, ValidationFailed
 from service.names import NAME_PATTERN, NAME_RE
 
 
@@ -216,3 +217,30 @@ def download_doc(
             },
         },
     }
+
+
+def multipart_json(schema: ma.Schema, what: str, *, missing: str | None = None) -> dict[str, Any]:
+    """The JSON part ``metadata`` of a multipart upload, loaded with ``schema``.
+
+    Absent or empty: ``{}``, or a 422 saying ``missing`` when the part is required.
+    Not JSON: 400; not an object or invalid: 422 naming the fields.
+    """
+    raw: Any = request.form.get("metadata")
+    if raw is None and "metadata" in request.files:
+        raw = request.files["metadata"].read().decode("utf-8", "replace")
+    if not raw and missing is not None:
+        raise ValidationFailed.field("metadata", missing)
+    try:
+        data = json.loads(raw) if raw else {}
+    except ValueError:
+        raise BadRequest("metadata is not valid JSON", {"metadata": ["invalid JSON"]}) from None
+    if not isinstance(data, dict):
+        raise ValidationFailed.field("metadata", "must be a JSON object")
+    try:
+        loaded: dict[str, Any] = schema.load(data)
+    except ma.ValidationError as exc:
+        messages = exc.messages if isinstance(exc.messages, dict) else {"metadata": exc.messages}
+        raise ValidationFailed(
+            f"invalid {what} metadata: " + ", ".join(sorted(map(str, messages))), messages
+        ) from None
+    return loaded

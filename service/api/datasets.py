@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import marshmallow as ma
@@ -22,6 +21,7 @@ from service.api.common import (
     ctx,
     download_doc,
     list_schema,
+    multipart_json,
     page_size,
     uow,
 )
@@ -29,7 +29,7 @@ from service.api.errors import ApiErrorSchema
 from service.api.runs import content_disposition
 from service.artifacts import SHA256_RE, IncomingFile
 from service.db.models import MAX_ID, DatasetRevision
-from service.errors import BadRequest, ValidationFailed
+from service.errors import ValidationFailed
 
 blp = Blueprint("datasets", __name__, url_prefix="/api/v1", description="External test sets")
 
@@ -131,26 +131,11 @@ _CREATE_DOC = {
 
 
 def _upload_metadata() -> datasets.ContentInput:
-    raw: Any = request.form.get("metadata")
-    if raw is None and "metadata" in request.files:
-        raw = request.files["metadata"].read().decode("utf-8", "replace")
-    if not raw:
-        raise ValidationFailed.field(
-            "metadata", "a part named 'metadata' holding {name, target, task} is required"
-        )
-    try:
-        data = json.loads(raw)
-    except ValueError:
-        raise BadRequest("metadata is not valid JSON", {"metadata": ["invalid JSON"]}) from None
-    if not isinstance(data, dict):
-        raise ValidationFailed.field("metadata", "must be a JSON object")
-    try:
-        loaded = DatasetUploadSchema().load(data)
-    except ma.ValidationError as exc:
-        messages = exc.messages if isinstance(exc.messages, dict) else {"metadata": exc.messages}
-        raise ValidationFailed(
-            "invalid dataset metadata: " + ", ".join(sorted(map(str, messages))), messages
-        ) from None
+    loaded = multipart_json(
+        DatasetUploadSchema(),
+        "dataset",
+        missing="a part named 'metadata' holding {name, target, task} is required",
+    )
     return datasets.ContentInput(**loaded)
 
 

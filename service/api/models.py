@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 from policies.stages import STAGES
 from service import champion_reads, champions, registry
 from service.api.auth import caller
-from service.api.champions import ChampionSchema
+from service.api.champion_schemas import ChampionSchema
 from service.api.common import (
     STRING,
     Name,

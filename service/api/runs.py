@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -25,6 +24,7 @@ from service.api.common import (
     download_doc,
     json_dict,
     list_schema,
+    multipart_json,
     page_size,
     response_header,
     uow,
@@ -34,7 +34,7 @@ from service.api.jobs import JobSchema
 from service.api.models import OutcomeSchema
 from service.artifacts import SHA256_RE, IncomingFile
 from service.db.models import MAX_ID, Evaluation, Job, Run
-from service.errors import BadRequest, ValidationFailed
+from service.errors import ValidationFailed
 from service.pagination import offset_page
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1", description="Runs and evaluations")
@@ -166,23 +166,7 @@ _MULTIPART_DOC = {
 
 
 def _metadata() -> runs.RunInput:
-    raw: Any = request.form.get("metadata")
-    if raw is None and "metadata" in request.files:
-        raw = request.files["metadata"].read().decode("utf-8", "replace")
-    try:
-        data = json.loads(raw) if raw else {}
-    except ValueError:
-        raise BadRequest("metadata is not valid JSON", {"metadata": ["invalid JSON"]}) from None
-    if not isinstance(data, dict):
-        raise ValidationFailed.field("metadata", "must be a JSON object")
-    try:
-        loaded = RunMetadataSchema().load(data)
-    except ma.ValidationError as exc:
-        messages = exc.messages if isinstance(exc.messages, dict) else {"metadata": exc.messages}
-        raise ValidationFailed(
-            "invalid run metadata: " + ", ".join(sorted(map(str, messages))), messages
-        ) from None
-    return runs.RunInput(**loaded)
+    return runs.RunInput(**multipart_json(RunMetadataSchema(), "run"))
 
 
 @blp.route("/models/<model>/versions/<version>/runs")

@@ -27,7 +27,8 @@ from typing import Any
 
 from service.client.errors import RegistryError, ServerError, Unavailable, Unreachable
 from service.client.models import Champion
-from service.client.registry import Registry, sha256_of
+from service.client.registry import Registry
+from service.client.transport import sha256_of
 
 log = logging.getLogger("modelreg.loader")
 

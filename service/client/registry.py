@@ -2,63 +2,41 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 import time
 from collections.abc import Mapping
-from datetime import datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
-import requests
-
-from service.client.errors import Conflict, NotFound, RegistryError, Unreachable
+from service.client.errors import Conflict, NotFound, RegistryError
 from service.client.models import (
-    AuditEntry,
     Champion,
     Dataset,
     DatasetRevision,
-    Environment,
     Evaluation,
-    Explanation,
-    HistoryItem,
     Job,
     Model,
     Outcome,
-    Plan,
-    Policy,
     Run,
-    Token,
     Version,
 )
+from service.client.release import ReleaseMethods
 from service.client.transport import (
-    CHUNK,
     MultipartStream,
     Progress,
     Transport,
     json_part,
     progress_for,
+    save_verified,
+    sha256_of,
 )
+from service.client.transport import segment as _seg
 
 DEFAULT_TIMEOUT = 60.0
 
 
-def _seg(value: str | int) -> str:
-    """One URL path segment: nothing in a name can reach another path."""
-    return quote(str(value), safe="")
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-class Registry:
+class Registry(ReleaseMethods):
     """A modelreg server: ``Registry("http://127.0.0.1:5000", token)``."""
 
     def __init__(self, url: str, token: str | None = None, *, timeout: float = DEFAULT_TIMEOUT):
@@ -299,7 +277,7 @@ class Registry:
         """Stream a run's artifact to ``destination``; verified against its sha256."""
         response = self._http.request("GET", f"/runs/{int(run_id)}/artifact", stream=True)
         expected = expected_sha256 or response.headers.get("ETag", "").strip('"')
-        return _save_verified(response, Path(destination), expected, progress)
+        return save_verified(response, Path(destination), expected, progress)
 
     def add_evaluation(
         self, run_id: int, dataset: str, metrics: Mapping[str, float]
@@ -397,202 +375,4 @@ class Registry:
         path = f"/datasets/{_seg(name)}/revisions/{int(revision)}/content"
         response = self._http.request("GET", path, stream=True)
         expected = response.headers.get("ETag", "").strip('"')
-        return _save_verified(response, Path(destination), expected, False)
-
-    # -- environments, policies, champions -------------------------------------------------
-
-    def put_environment(self, name: str, description: str | None = None) -> Environment:
-        body = {} if description is None else {"description": description}
-        return Environment.from_json(
-            self._http.json("PUT", f"/environments/{_seg(name)}", json_body=body)
-        )
-
-    def environment(self, name: str) -> Environment:
-        return Environment.from_json(self._http.json("GET", f"/environments/{_seg(name)}"))
-
-    def environments(self) -> list[Environment]:
-        return [Environment.from_json(e) for e in self._http.pages("/environments")]
-
-    def policy(self, environment: str, model: str) -> Policy:
-        path = f"/environments/{_seg(environment)}/policies/{_seg(model)}"
-        return Policy.from_json(self._http.json("GET", path))
-
-    def put_policy(
-        self,
-        environment: str,
-        model: str,
-        *,
-        metric: str,
-        dataset: str,
-        reason: str,
-        versions: str = "",
-        stages: tuple[str, ...] | list[str] = ("Production",),
-        direction: str | None = None,
-        min_value: float | None = None,
-        min_improvement: float = 0.0,
-        allow_prereleases: bool = False,
-        require_verified: bool = False,
-        force: bool = False,
-        if_match: int | None = None,
-    ) -> Policy:
-        """Create or replace a policy. Replacing needs the revision you last saw
-        (``if_match``): a stale one raises :class:`PreconditionFailed`."""
-        body = _policy_body(
-            versions, stages, metric, dataset, direction, min_value, min_improvement,
-            allow_prereleases, require_verified,
-        )  # fmt: skip
-        body.update(reason=reason, force=force)
-        headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
-        path = f"/environments/{_seg(environment)}/policies/{_seg(model)}"
-        return Policy.from_json(self._http.json("PUT", path, json_body=body, headers=headers))
-
-    def plan_policy(
-        self,
-        environment: str,
-        model: str,
-        *,
-        metric: str,
-        dataset: str,
-        versions: str = "",
-        stages: tuple[str, ...] | list[str] = ("Production",),
-        direction: str | None = None,
-        min_value: float | None = None,
-        min_improvement: float = 0.0,
-        allow_prereleases: bool = False,
-        require_verified: bool = False,
-    ) -> Plan:
-        """What :meth:`put_policy` would do; nothing is stored."""
-        body = _policy_body(
-            versions, stages, metric, dataset, direction, min_value, min_improvement,
-            allow_prereleases, require_verified,
-        )  # fmt: skip
-        path = f"/environments/{_seg(environment)}/policies/{_seg(model)}/plan"
-        return Plan.from_json(self._http.json("POST", path, json_body=body))
-
-    def champion(self, environment: str, model: str) -> Champion:
-        """The run ``environment`` serves; :class:`NoEligibleModel` when there is none."""
-        champion, _ = self.champion_if_changed(environment, model, None)
-        assert champion is not None  # no etag given: never 304
-        return champion
-
-    def champion_if_changed(
-        self, environment: str, model: str, etag: str | None
-    ) -> tuple[Champion | None, str | None]:
-        """A cheap poll: ``(None, etag)`` while the champion matches ``etag`` (304)."""
-        headers = {"If-None-Match": etag} if etag else None
-        path = f"/environments/{_seg(environment)}/models/{_seg(model)}"
-        response = self._http.request("GET", path, headers=headers, ok=(304,))
-        if response.status_code == 304:
-            return None, etag
-        return Champion.from_json(response.json()), response.headers.get("ETag")
-
-    def explain(self, environment: str, model: str) -> Explanation:
-        path = f"/environments/{_seg(environment)}/models/{_seg(model)}/explain"
-        return Explanation.from_json(self._http.json("GET", path))
-
-    def history(self, environment: str, model: str) -> list[HistoryItem]:
-        path = f"/environments/{_seg(environment)}/models/{_seg(model)}/history"
-        return [HistoryItem.from_json(h) for h in self._http.pages(path)]
-
-    def pin(self, environment: str, model: str, run_id: int, *, reason: str) -> Champion | None:
-        path = f"/environments/{_seg(environment)}/models/{_seg(model)}/pin"
-        doc = self._http.json("PUT", path, json_body={"run_id": int(run_id), "reason": reason})
-        return Champion.from_json(doc["champion"]) if doc.get("champion") else None
-
-    def unpin(self, environment: str, model: str, *, reason: str) -> Champion | None:
-        path = f"/environments/{_seg(environment)}/models/{_seg(model)}/pin"
-        doc = self._http.json("DELETE", path, json_body={"reason": reason})
-        return Champion.from_json(doc["champion"]) if doc.get("champion") else None
-
-    # -- tokens and audit ----------------------------------------------------------------
-
-    def create_token(self, name: str, role: str, expires_at: datetime | None = None) -> Token:
-        """A new token; its ``secret`` is in this result and nowhere else."""
-        body: dict[str, Any] = {"name": name, "role": role}
-        if expires_at is not None:
-            body["expires_at"] = expires_at.isoformat()
-        return Token.from_json(self._http.json("POST", "/tokens", json_body=body))
-
-    def token(self, token_id: int) -> Token:
-        """One token, without its secret."""
-        return Token.from_json(self._http.json("GET", f"/tokens/{int(token_id)}"))
-
-    def tokens(self) -> list[Token]:
-        return [Token.from_json(t) for t in self._http.pages("/tokens")]
-
-    def revoke_token(self, token_id: int) -> Token:
-        return Token.from_json(self._http.json("DELETE", f"/tokens/{int(token_id)}"))
-
-    def audit(
-        self,
-        *,
-        actor: str | None = None,
-        target: str | None = None,
-        action: str | None = None,
-        since: datetime | str | None = None,
-    ) -> list[AuditEntry]:
-        when = since.isoformat() if isinstance(since, datetime) else since
-        params = {"actor": actor, "target": target, "action": action, "since": when}
-        return [AuditEntry.from_json(a) for a in self._http.pages("/audit", params)]
-
-
-def _policy_body(
-    versions: str,
-    stages: tuple[str, ...] | list[str],
-    metric: str,
-    dataset: str,
-    direction: str | None,
-    min_value: float | None,
-    min_improvement: float,
-    allow_prereleases: bool,
-    require_verified: bool,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "versions": versions,
-        "stages": list(stages),
-        "metric": metric,
-        "dataset": dataset,
-        "min_improvement": min_improvement,
-        "allow_prereleases": allow_prereleases,
-        "require_verified": require_verified,
-    }
-    if direction is not None:
-        body["direction"] = direction
-    if min_value is not None:
-        body["min_value"] = min_value
-    return body
-
-
-def _save_verified(
-    response: Any, destination: Path, expected: str, progress: bool | Progress | None
-) -> Path:
-    """Stream a response into ``destination`` via a temporary file; check the sha256."""
-    total = int(response.headers.get("Content-Length") or 0)
-    report = progress_for(f"downloading {destination.name}", progress)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=destination.parent)
-    done = 0
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            try:
-                for chunk in response.iter_content(CHUNK):
-                    digest.update(chunk)
-                    fh.write(chunk)
-                    done += len(chunk)
-                    if report is not None:
-                        report(done, total or done)
-            except requests.RequestException as exc:  # the connection broke mid-body
-                raise Unreachable(f"download of {destination.name} cut short: {exc}") from exc
-        if expected and digest.hexdigest() != expected:
-            raise RegistryError(
-                f"downloaded bytes have sha256 {digest.hexdigest()}, expected {expected}",
-                code="checksum_mismatch",
-            )
-        os.replace(tmp, destination)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        response.close()
-    return destination
+        return save_verified(response, Path(destination), expected, False)

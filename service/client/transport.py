@@ -6,14 +6,17 @@ into memory), with its length known up front, so a 2 GiB artifact costs no memor
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 import requests
 
@@ -218,3 +221,51 @@ def progress_for(label: str, progress: bool | Progress | None) -> Progress | Non
 
 def file_size(path: Path) -> int:
     return os.stat(path).st_size
+
+
+def segment(value: str | int) -> str:
+    """One URL path segment: nothing in a name can reach another path."""
+    return quote(str(value), safe="")
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_verified(
+    response: Any, destination: Path, expected: str, progress: bool | Progress | None
+) -> Path:
+    """Stream a response into ``destination`` via a temporary file; check the sha256."""
+    total = int(response.headers.get("Content-Length") or 0)
+    report = progress_for(f"downloading {destination.name}", progress)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    fd, tmp = tempfile.mkstemp(prefix=".part-", dir=destination.parent)
+    done = 0
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            try:
+                for chunk in response.iter_content(CHUNK):
+                    digest.update(chunk)
+                    fh.write(chunk)
+                    done += len(chunk)
+                    if report is not None:
+                        report(done, total or done)
+            except requests.RequestException as exc:  # the connection broke mid-body
+                raise Unreachable(f"download of {destination.name} cut short: {exc}") from exc
+        if expected and digest.hexdigest() != expected:
+            raise RegistryError(
+                f"downloaded bytes have sha256 {digest.hexdigest()}, expected {expected}",
+                code="checksum_mismatch",
+            )
+        os.replace(tmp, destination)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        response.close()
+    return destination
