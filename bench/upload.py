@@ -28,8 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from serving import (
+    ADMIN_TOKEN,
     BLOCK,
-    HEADERS,
+    HOST,
     ModelregServer,
     RssSampler,
     call_json,
@@ -39,8 +40,12 @@ from serving import (
     status_kib,
 )
 
+from service.client import Registry
+from service.client.transport import sha256_of
+
 MEMORY_TARGET_MIB = 64
 THROUGHPUT_TARGET = 0.5
+WARM_UP_MIB = 64
 
 
 def make_file(path: Path, size: int) -> str:
@@ -80,6 +85,26 @@ def drop_from_cache(path: Path) -> None:
         os.close(fd)
 
 
+def prime_memory(work: Path, size: int) -> None:
+    """Write ``size`` bytes to a scratch file and delete it, untimed, right before a
+    contender runs, so that each one finds the same amount of freshly freed memory.
+
+    Why: this VM's balloon driver hands free pages back to the hypervisor a couple
+    of seconds after they are freed, and the first write into such a page faults it
+    back in. Measured here: writing 1 GiB to a new file took 1.74-2.07 s when the
+    process had paused 4 s first, 0.22-0.23 s right after another 1 GiB file was
+    deleted (fsync 0.39-0.42 s either way). Without this, whichever contender came
+    after a pause (often the download) paid that cost, and ``cp`` did or did not at
+    random.
+    """
+    scratch = work / "prime.bin"
+    block = b"\xa5" * BLOCK
+    with scratch.open("wb") as fh:
+        for _ in range(size // BLOCK):
+            fh.write(block)
+    scratch.unlink()
+
+
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -88,9 +113,10 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def time_cp(src: Path, dst: Path) -> tuple[float, float]:
+def time_cp(src: Path, dst: Path, work: Path) -> tuple[float, float]:
     """Seconds for ``cp`` alone and for ``cp`` + fsync of the copy and its directory."""
     drop_from_cache(src)
+    prime_memory(work, 2 * src.stat().st_size)  # a read and a written copy
     t0 = time.perf_counter()
     subprocess.run(["cp", str(src), str(dst)], check=True)
     t1 = time.perf_counter()
@@ -101,26 +127,15 @@ def time_cp(src: Path, dst: Path) -> tuple[float, float]:
 
 
 def download(server: ModelregServer, run_id: int, dst: Path) -> tuple[float, str, int]:
-    conn = server.connection()
-    digest = hashlib.sha256()
-    size = 0
+    """The project's own client (``Registry.download_artifact``: streamed, sha256
+    checked against the ETag), then fsync of the file and its directory."""
     t0 = time.perf_counter()
-    try:
-        conn.request("GET", f"/api/v1/runs/{run_id}/artifact", headers=HEADERS)
-        response = conn.getresponse()
-        if response.status != 200:
-            raise RuntimeError(f"download: {response.status} {response.read(500)!r}")
-        with dst.open("wb") as fh:
-            while chunk := response.read(BLOCK):
-                digest.update(chunk)
-                fh.write(chunk)
-                size += len(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        fsync_path(dst.parent)
-    finally:
-        conn.close()
-    return time.perf_counter() - t0, digest.hexdigest(), size
+    with Registry(f"http://{HOST}:{server.port}", ADMIN_TOKEN, timeout=600) as registry:
+        registry.download_artifact(run_id, dst)
+    fsync_path(dst)
+    fsync_path(dst.parent)
+    elapsed = time.perf_counter() - t0
+    return elapsed, sha256_of(dst), dst.stat().st_size
 
 
 def main() -> None:
@@ -145,23 +160,38 @@ def main() -> None:
         conn = server.connection()
         call_json(conn, "POST", "/models", {"name": "big"})
         call_json(conn, "POST", "/models/big/versions", {"version": "1.0"})
-        warm = work / "warm.bin"
-        warm.write_bytes(b"warm-up" * 1000)
-        run = post_run(conn, "big", "1.0", warm, {})  # the worker imports everything first
-        download(server, run["id"], work / "warm.out")
+        tiny = work / "tiny.bin"
+        tiny.write_bytes(b"warm-up" * 1000)
+        run = post_run(conn, "big", "1.0", tiny, {})  # the worker imports everything first
+        download(server, run["id"], work / "tiny.out")
         conn.close()
         rss_before = status_kib(worker, "VmRSS")
         hwm_before = status_kib(worker, "VmHWM")
         peak_rss = rss_before
         log(f"worker {worker}: VmRSS {rss_before / 1024:.1f} MiB, VmHWM {hwm_before / 1024:.1f}")
+        sampler = RssSampler(worker)
+        sampler.start()
+        conn = server.connection()
+        # Warm-up, untimed (its memory counts): both processes grow their heaps (read
+        # buffers, the hashing thread's batches) to what a large transfer uses; without
+        # it the first round alone paid for that (0.47 against 0.57).
+        warm = work / "warm.bin"
+        make_file(warm, min(size, WARM_UP_MIB * BLOCK))
+        run = post_run(conn, "big", "1.0", warm, {})
+        download(server, run["id"], work / "warm.out")
+        warm.unlink()
+        (work / "warm.out").unlink()
+        conn.close()
+        peak_rss = max(peak_rss, sampler.finish())
 
         for i in range(args.repeat):
             copy = work / f"copy-{i}.bin"
-            cp_s, cp_sync_s = time_cp(src, copy)
+            cp_s, cp_sync_s = time_cp(src, copy, work)
             copy.unlink()
             log(f"round {i + 1}: cp {cp_s:.2f} s, cp+fsync {cp_sync_s:.2f} s")
 
             drop_from_cache(src)
+            prime_memory(work, 2 * size)
             sampler = RssSampler(worker)
             sampler.start()
             conn = server.connection()
@@ -174,6 +204,9 @@ def main() -> None:
             log(f"round {i + 1}: upload {up_s:.2f} s (run {run['id']})")
 
             out = work / f"download-{i}.bin"
+            blob = server.artifact_root / "sha256" / expected[:2] / expected[2:4] / expected
+            drop_from_cache(blob)
+            prime_memory(work, 2 * size)
             down_s, got, got_size = download(server, run["id"], out)
             peak_rss = max(peak_rss, sampler.finish())
             out.unlink()

@@ -24,6 +24,7 @@ from service.api import (
     tokens,
 )
 from service.api.common import Context, close_sessions, ctx
+from service.api.multipart import FastFormDataParser
 from service.artifacts import IncomingFile, LocalArtifactStore
 from service.config import Settings, load_settings
 from service.db.session import Database
@@ -42,6 +43,8 @@ class UploadRequest(Request):
     The multipart parser writes into an :class:`IncomingFile`, which hashes and
     counts as it goes, so an upload is written once and never held in memory.
     """
+
+    form_data_parser_class = FastFormDataParser
 
     def _get_file_stream(
         self,

@@ -21,6 +21,7 @@ from urllib.parse import quote
 import requests
 
 from service.client.errors import RegistryError, Unreachable, error_for
+from service.hashing import StreamingSha256
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int, int], None]
@@ -243,7 +244,7 @@ def save_verified(
     total = int(response.headers.get("Content-Length") or 0)
     report = progress_for(f"downloading {destination.name}", progress)
     destination.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
+    digest = StreamingSha256()
     fd, tmp = tempfile.mkstemp(prefix=".part-", dir=destination.parent)
     done = 0
     try:
@@ -257,9 +258,10 @@ def save_verified(
                         report(done, total or done)
             except requests.RequestException as exc:  # the connection broke mid-body
                 raise Unreachable(f"download of {destination.name} cut short: {exc}") from exc
-        if expected and digest.hexdigest() != expected:
+        received = digest.hexdigest()
+        if expected and received != expected:
             raise RegistryError(
-                f"downloaded bytes have sha256 {digest.hexdigest()}, expected {expected}",
+                f"downloaded bytes have sha256 {received}, expected {expected}",
                 code="checksum_mismatch",
             )
         os.replace(tmp, destination)
@@ -267,5 +269,6 @@ def save_verified(
         Path(tmp).unlink(missing_ok=True)
         raise
     finally:
+        digest.close()
         response.close()
     return destination

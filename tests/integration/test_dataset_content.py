@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import gzip
-import io
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +17,7 @@ from werkzeug.test import TestResponse
 from service import blobs, datasets
 from service.app import create_app
 from service.config import load_settings
-from tests.integration.conftest import ADMIN_TOKEN, Api, assert_error, sha
+from tests.integration.conftest import ADMIN_TOKEN, Api, assert_error, multipart, sha
 
 META = {"name": "wine-holdout", "target": "target", "task": "classification"}
 
@@ -47,14 +46,13 @@ def upload(
 ) -> TestResponse:
     """A content upload: multipart ``file`` + ``metadata`` JSON (a string is sent verbatim)."""
     meta = META if metadata is None else metadata
-    return api.client.post(
-        "/api/v1/datasets",
-        data={
-            "file": (io.BytesIO(content), filename),
+    body, content_type = multipart(
+        {
+            "file": (filename, content, "text/csv"),
             "metadata": meta if isinstance(meta, str) else json.dumps(meta),
-        },
-        content_type="multipart/form-data",
+        }
     )
+    return api.client.post("/api/v1/datasets", data=body, content_type=content_type)
 
 
 def stored_files(tmp_path: Path) -> list[Path]:
