@@ -8,7 +8,6 @@ import marshmallow as ma
 from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from werkzeug.wsgi import wrap_file
 
 from service import dataset_content, datasets
 from service.api.auth import caller
@@ -25,8 +24,8 @@ from service.api.common import (
     page_size,
     uow,
 )
+from service.api.downloads import blob_response
 from service.api.errors import ApiErrorSchema
-from service.api.runs import content_disposition
 from service.artifacts import SHA256_RE, IncomingFile
 from service.db.models import MAX_ID, DatasetRevision
 from service.errors import ValidationFailed
@@ -220,25 +219,14 @@ class RevisionContentView(MethodView):
     @blp.alt_response(304, description="Not modified")
     @blp.alt_response(404, schema=ApiErrorSchema)
     @blp.alt_response(416, schema=ApiErrorSchema, description=RANGE_NOT_SATISFIABLE)
+    @blp.alt_response(503, schema=ApiErrorSchema)
     def get(self, name: str, rev: int) -> Response:
         """Download a revision's content (404 when it was registered by digest only)"""
-        c = ctx()
         revision = datasets.get_content(uow(write=False), name, rev)
         fmt = revision.content_format or "csv"
-        size = int(revision.size or 0)
-        response = Response(
-            wrap_file(request.environ, c.store.open(revision.sha256)),
-            mimetype=dataset_content.media_type(fmt),
-            direct_passthrough=True,
-        )
-        response.content_length = size
-        response.headers["Content-Disposition"] = content_disposition(
-            f"{revision.label}{dataset_content.file_extension(fmt)}"
-        )
-        # Content-addressed and immutable: a revision's bytes never change.
-        response.cache_control.max_age = 31536000
-        response.cache_control.immutable = True
-        response.set_etag(revision.sha256)
-        return response.make_conditional(  # type: ignore[return-value]
-            request, accept_ranges=True, complete_length=size
+        return blob_response(
+            revision.sha256,
+            int(revision.size or 0),
+            dataset_content.media_type(fmt),
+            f"{revision.label}{dataset_content.file_extension(fmt)}",
         )

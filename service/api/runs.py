@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import marshmallow as ma
 from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
-from werkzeug.wsgi import wrap_file
 
 from service import evaluations, jobs, runs
 from service.api.auth import caller
@@ -29,6 +27,7 @@ from service.api.common import (
     response_header,
     uow,
 )
+from service.api.downloads import blob_response
 from service.api.errors import ApiErrorSchema, error_response
 from service.api.jobs import JobSchema
 from service.api.models import OutcomeSchema
@@ -210,23 +209,6 @@ class Runs(MethodView):
         )
 
 
-def content_disposition(filename: str) -> str:
-    """An attachment header that survives any file name (RFC 6266 / 5987).
-
-    >>> print(content_disposition("model.joblib"))
-    attachment; filename="model.joblib"
-    >>> print(content_disposition('modèle "v2".pkl'))
-    attachment; filename="mod_le _v2_.pkl"; filename*=UTF-8''mod%C3%A8le%20%22v2%22.pkl
-    """
-    ascii_name = "".join(
-        ch if ch.isascii() and ch.isprintable() and ch not in '"\\' else "_" for ch in filename
-    )
-    header = f'attachment; filename="{ascii_name}"'
-    if ascii_name != filename:
-        header += f"; filename*=UTF-8''{quote(filename, safe='')}"
-    return header
-
-
 def _unsupported() -> Response:
     return error_response(
         415, "unsupported_media_type", "runs are registered as multipart/form-data"
@@ -281,28 +263,18 @@ class ArtifactView(MethodView):
     @blp.alt_response(304, description="Not modified")
     @blp.alt_response(404, schema=ApiErrorSchema)
     @blp.alt_response(416, schema=ApiErrorSchema, description=RANGE_NOT_SATISFIABLE)
+    @blp.alt_response(503, schema=ApiErrorSchema)
     def get(self, run_id: int) -> Response:
         """Download a run's artifact"""
-        c = ctx()
         run = runs.get_run(uow(write=False), run_id)
         name = run.artifact_filename or (
             f"{run.model_version.model.name}-{run.model_version.version}-run{run.number}"
         )
-        response = Response(
-            wrap_file(request.environ, c.store.open(run.artifact_sha256)),
-            mimetype="application/octet-stream",
-            direct_passthrough=True,
+        response = blob_response(
+            run.artifact_sha256, run.artifact_size, "application/octet-stream", name
         )
-        response.content_length = run.artifact_size
-        response.headers["Content-Disposition"] = content_disposition(name)
         response.headers["X-Artifact-Format"] = run.artifact_format
-        # Content-addressed: the bytes behind a run never change.
-        response.cache_control.max_age = 31536000
-        response.cache_control.immutable = True
-        response.set_etag(run.artifact_sha256)
-        return response.make_conditional(  # type: ignore[return-value]
-            request, accept_ranges=True, complete_length=run.artifact_size
-        )
+        return response
 
 
 @blp.route(f"/runs/<int(min=1, max={MAX_ID}):run_id>/evaluations")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.integration.conftest import Api
+from pathlib import Path
+
+from tests.integration.conftest import Api, assert_error
 
 CONTENT = bytes(range(256)) * 40
 
@@ -45,3 +47,17 @@ def test_a_non_ascii_file_name_comes_back_in_the_disposition_header(api: Api) ->
 
     assert "filename*=UTF-8''mod%C3%A8le.joblib" in whole.headers["Content-Disposition"]
     assert whole.data == CONTENT
+
+
+def test_bytes_lost_from_the_artifact_store_are_a_503_naming_them_not_a_crash(
+    api: Api, tmp_path: Path
+) -> None:
+    run = _run(api)
+    digest = run["artifact"]["sha256"]
+    (tmp_path / "artifacts" / "sha256" / digest[:2] / digest[2:4] / digest).unlink()
+
+    response = api.get(f"/runs/{run['id']}/artifact")
+
+    error = assert_error(response, 503, "unavailable")
+    assert error["details"] == {"sha256": digest}
+    assert "artifact store" in error["message"]

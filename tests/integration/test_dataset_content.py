@@ -527,3 +527,14 @@ def test_gzip_that_expands_beyond_max_dataset_bytes_is_413_and_nothing_is_kept(
     assert "decompressed" in error["message"]
     assert stored_files(tmp_path) == []
     assert_error(limited.get("/datasets/wine-holdout"), 404, "not_found")
+
+
+def test_content_lost_from_the_artifact_store_is_a_503_naming_it(api: Api, tmp_path: Path) -> None:
+    assert upload(api, wine_csv()).status_code == 201
+    digest = sha(wine_csv())
+    (tmp_path / "artifacts" / "sha256" / digest[:2] / digest[2:4] / digest).unlink()
+
+    response = api.get("/datasets/wine-holdout/revisions/1/content")
+
+    error = assert_error(response, 503, "unavailable")
+    assert error["details"] == {"sha256": digest}
