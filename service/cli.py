@@ -27,6 +27,7 @@ from service import commands, logs
 from service.config import ENV_PREFIX, Settings, load_settings
 from service.db import migrate
 from service.errors import ConfigError
+from service.malloc import tune_for_streaming
 
 
 class _Gunicorn(BaseApplication):  # type: ignore[misc]
@@ -264,6 +265,8 @@ def serve(
     }
     click.echo(f"modelreg serving on http://{options['bind']} ({_safe_url(url)})", err=True)
     worker_process = _start_worker(settings) if settings.runs_worker_in_serve else None
+    # Before gunicorn forks its workers: they inherit the settings.
+    tune_for_streaming()
     try:
         _Gunicorn(settings, options).run()
     finally:
