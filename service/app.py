@@ -28,6 +28,7 @@ from service.api.multipart import FastFormDataParser
 from service.artifacts import IncomingFile, LocalArtifactStore
 from service.config import Settings, load_settings
 from service.db.session import Database
+from service.token_cache import TokenCache
 
 MULTIPART_OVERHEAD = 1024 * 1024
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -183,10 +184,12 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
         MAX_CONTENT_LENGTH=settings.max_artifact_bytes + MULTIPART_OVERHEAD,
     )
+    db = Database(settings.resolved_database_url)
     app.extensions["modelreg"] = Context(
         settings=settings,
-        db=Database(settings.resolved_database_url),
+        db=db,
         store=LocalArtifactStore(settings.resolved_artifact_root),
+        token_cache=TokenCache(db, settings.token_cache_seconds),
     )
 
     api = _Api(app, spec_kwargs={"info": {"description": "Model registry and promotion service"}})

@@ -55,6 +55,7 @@ class Settings:
     job_lease_seconds: int
     job_max_attempts: int
     worker_poll_ms: int
+    token_cache_seconds: int
     serve_worker: str
     skops_trusted_types: str
     admin_token: str
@@ -175,6 +176,11 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             f"setting 'max_name_length' must be between 1 and {NAME_LEN} (the width of the"
             f" name columns), got {settings.max_name_length}"
+        )
+    if settings.token_cache_seconds < 0:
+        raise ConfigError(
+            f"setting 'token_cache_seconds' must be 0 (off) or more, got"
+            f" {settings.token_cache_seconds}"
         )
     if settings.default_page_size > settings.max_page_size:
         raise ConfigError(

@@ -3,7 +3,8 @@
 A request carries its token only in ``Authorization: Bearer <secret>``: a token in
 the query string is refused (URLs end up in logs, histories and referrers).
 The secret is looked up by its SHA-256 on a unique index (one indexed read on
-the lookup pool); ``MODELREG_ADMIN_TOKEN``, when set, is accepted as an admin
+the lookup pool; on PostgreSQL remembered until any token changes:
+``service.token_cache``); ``MODELREG_ADMIN_TOKEN``, when set, is accepted as an admin
 token without a row. Missing, malformed, unknown, expired and revoked tokens
 are 401; a role below the route's (``service.api.roles``) is 403. ``/healthz``
 and ``/readyz`` stay open, and so does a CORS preflight from an origin granted
@@ -58,7 +59,7 @@ def _caller(request_id: str) -> Caller:
     admin = ctx().settings.admin_token
     if admin and hmac.compare_digest(secret.encode(), admin.encode()):
         return Caller(ADMIN_TOKEN_NAME, "admin", request_id)
-    row = ctx().db.lookup(_TOKEN_LOOKUP, {"digest": tokens.digest(secret)})
+    row = ctx().token_cache.lookup(_TOKEN_LOOKUP, tokens.digest(secret))
     if row is None:
         raise Unauthenticated("unknown token")
     if row.revoked_at is not None:

@@ -17,6 +17,7 @@ from service.config import Settings
 from service.db.session import Database
 from service.errors import BadRequest, ValidationFailed
 from service.names import NAME_PATTERN, NAME_RE
+from service.token_cache import TokenCache
 
 
 @dataclass
@@ -24,6 +25,7 @@ class Context:
     settings: Settings
     db: Database
     store: ArtifactStore
+    token_cache: TokenCache
 
 
 def ctx() -> Context:

@@ -16,6 +16,7 @@ from service.api.common import (
     Name,
     PageArgs,
     UtcDateTime,
+    ctx,
     list_schema,
     page_size,
     uow,
@@ -101,4 +102,6 @@ class TokenView(MethodView):
         s = uow(write=True)
         token = tokens.revoke(s, token_id, caller=caller())
         s.commit()
+        # This process forgets it now; the others when the commit's NOTIFY reaches them.
+        ctx().token_cache.forget_all()
         return token

@@ -13,7 +13,7 @@ instead of hanging it: the API answers 503 and the pools recover by themselves.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -119,6 +119,7 @@ class Database:
                 pool_timeout=POOL_TIMEOUT_S,
                 connect_args=connect_args,
             )
+        self._on_dispose: list[Callable[[], None]] = []
         self._writer = sessionmaker(self.engine, expire_on_commit=False, autoflush=True)
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
 
@@ -158,6 +159,12 @@ class Database:
         with self.read_engine.connect() as conn:
             conn.execute(text("SELECT 1"))
 
+    def on_dispose(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` first when the engines are disposed (a listener's thread)."""
+        self._on_dispose.append(callback)
+
     def dispose(self) -> None:
+        for callback in self._on_dispose:
+            callback()
         for engine in {self.engine, self.read_engine, self.lookup_engine}:
             engine.dispose()
