@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.pool import NullPool
 
@@ -50,6 +51,20 @@ def _until(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
 
 def _listening(app: Flask) -> bool:
     return bool(app.extensions["modelreg"].token_cache.listening)
+
+
+def _remembered(
+    app: Flask, api: Api, database_url: str, role: str = "reader"
+) -> tuple[dict[str, str], dict[str, str], FlaskClient]:
+    """A token used once with the listener up (PostgreSQL): ``(token, headers, client)``."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("the cache and its notifications are PostgreSQL's")
+    token = _token(api, role=role)
+    headers = {"Authorization": token["Authorization"]}
+    client = app.test_client()
+    assert client.get(MODELS, headers=headers).status_code == 200
+    assert _until(lambda: _listening(app))
+    return token, headers, client
 
 
 def test_a_polling_token_is_read_once_then_remembered_on_postgresql_only(
@@ -97,13 +112,7 @@ def test_a_token_revoked_through_the_api_is_refused_on_the_very_next_request(
 def test_a_token_changed_by_hand_in_sql_is_no_longer_trusted_right_after_the_commit(
     app: Flask, api: Api, database_url: str, change: str
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("the cache and its notifications are PostgreSQL's")
-    token = _token(api, role="release")
-    headers = {"Authorization": token["Authorization"]}
-    client = app.test_client()
-    assert client.put("/api/v1/environments/A", json={}, headers=headers).status_code == 201
-    assert _until(lambda: _listening(app))
+    token, headers, client = _remembered(app, api, database_url, role="release")
     assert client.put("/api/v1/environments/B", json={}, headers=headers).status_code == 201
 
     engine = create_engine(database_url, poolclass=NullPool)
@@ -123,13 +132,7 @@ def test_a_token_changed_by_hand_in_sql_is_no_longer_trusted_right_after_the_com
 def test_a_change_that_rolls_back_notifies_nobody_and_the_token_keeps_working(
     app: Flask, api: Api, database_url: str
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("the cache and its notifications are PostgreSQL's")
-    token = _token(api)
-    headers = {"Authorization": token["Authorization"]}
-    client = app.test_client()
-    assert client.get(MODELS, headers=headers).status_code == 200
-    assert _until(lambda: _listening(app))
+    token, headers, client = _remembered(app, api, database_url)
 
     engine = create_engine(database_url, poolclass=NullPool)
     with engine.connect() as conn:
@@ -144,11 +147,7 @@ def test_a_change_that_rolls_back_notifies_nobody_and_the_token_keeps_working(
 def test_disposing_the_app_stops_its_listener_and_closes_its_connection(
     app: Flask, api: Api, database_url: str
 ) -> None:
-    if not database_url.startswith("postgresql"):
-        pytest.skip("the cache and its notifications are PostgreSQL's")
-    token = _token(api)
-    assert app.test_client().get(MODELS, headers={"Authorization": token["Authorization"]})
-    assert _until(lambda: _listening(app))
+    _remembered(app, api, database_url)
     engine = create_engine(database_url, poolclass=NullPool)
 
     def listeners() -> int:
