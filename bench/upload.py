@@ -106,6 +106,13 @@ def prime_memory(work: Path, size: int) -> None:
     scratch.unlink()
 
 
+def level(read: Path, work: Path) -> None:
+    """The same start for every contender: what it reads is not cached, and there is
+    freshly freed memory for a read and a written copy of it."""
+    drop_from_cache(read)
+    prime_memory(work, 2 * read.stat().st_size)
+
+
 def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -116,8 +123,7 @@ def fsync_path(path: Path) -> None:
 
 def time_cp(src: Path, dst: Path) -> tuple[float, float]:
     """Seconds for ``cp`` alone and for ``cp`` + fsync of the copy and its directory."""
-    drop_from_cache(src)
-    prime_memory(dst.parent, 2 * src.stat().st_size)  # a read and a written copy
+    level(src, dst.parent)
     t0 = time.perf_counter()
     subprocess.run(["cp", str(src), str(dst)], check=True)
     t1 = time.perf_counter()
@@ -191,8 +197,7 @@ def main() -> None:
             copy.unlink()
             log(f"round {i + 1}: cp {cp_s:.2f} s, cp+fsync {cp_sync_s:.2f} s")
 
-            drop_from_cache(src)
-            prime_memory(work, 2 * size)
+            level(src, work)
             sampler = RssSampler(worker)
             sampler.start()
             conn = server.connection()
@@ -206,8 +211,7 @@ def main() -> None:
 
             out = work / f"download-{i}.bin"
             blob = server.artifact_root / "sha256" / expected[:2] / expected[2:4] / expected
-            drop_from_cache(blob)
-            prime_memory(work, 2 * size)
+            level(blob, work)
             down_s, got, got_size = download(server, run["id"], out)
             peak_rss = max(peak_rss, sampler.finish())
             out.unlink()

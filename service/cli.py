@@ -2,50 +2,24 @@
 
 from __future__ import annotations
 
-import atexit
 import ipaddress
 import logging
-import os
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import click
-from gunicorn.app.base import BaseApplication
 from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import commands, logs
-from service.config import ENV_PREFIX, Settings, load_settings
+from service import commands, logs, serving
+from service.config import Settings, load_settings
 from service.db import migrate
 from service.errors import ConfigError
-from service.malloc import tune_for_streaming
-
-
-class _Gunicorn(BaseApplication):  # type: ignore[misc]
-    """Gunicorn with the app built inside each worker (no shared connections)."""
-
-    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
-        self.settings = settings
-        self.options = options
-        super().__init__()
-
-    def load_config(self) -> None:
-        for key, value in self.options.items():
-            self.cfg.set(key, value)
-
-    def load(self) -> Any:
-        from service.app import create_app
-
-        return create_app(self.settings)
 
 
 def _is_loopback(host: str) -> bool:
@@ -141,71 +115,6 @@ def worker(once: bool, max_jobs: int | None, parent_pid: int | None) -> None:
         db.dispose()
 
 
-def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    """The embedded default's worker, beside gunicorn; it stops when serve does."""
-    env = dict(os.environ)
-    env[f"{ENV_PREFIX}DATABASE_URL"] = settings.resolved_database_url
-    env[f"{ENV_PREFIX}ARTIFACT_ROOT"] = str(settings.resolved_artifact_root)
-    return subprocess.Popen(
-        [sys.executable, "-m", "service", "worker", "--parent-pid", str(os.getpid())],
-        env=env,
-    )
-
-
-# prometheus-client's multiprocess mode (service.metrics): read when it is first imported,
-# so serve sets it before anything imports it and before any worker starts.
-METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
-_METRICS_DIR_PREFIX = "modelreg-metrics-"  # then the serve process's pid
-
-
-def _remove_stale_metrics_dirs() -> None:
-    """Metrics directories of servers that were killed (no exit handler ran)."""
-    for found in Path(tempfile.gettempdir()).glob(f"{_METRICS_DIR_PREFIX}*-*"):
-        pid = found.name[len(_METRICS_DIR_PREFIX) :].split("-", 1)[0]
-        try:
-            if not pid.isdigit() or found.stat().st_uid != os.getuid():
-                continue
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            shutil.rmtree(found, ignore_errors=True)
-        except OSError:  # gone meanwhile, or alive under another user
-            continue
-
-
-def _observability() -> None:
-    """JSON logs, and a fresh metrics directory shared by serve's processes (removed
-    when serve exits): its web workers and evaluation worker all write their metrics
-    there, and any worker's ``/metrics`` merges them."""
-    logs.configure(logging.INFO)
-    owner = os.getpid()
-    _remove_stale_metrics_dirs()
-    path = tempfile.mkdtemp(prefix=f"{_METRICS_DIR_PREFIX}{owner}-")
-    os.environ[METRICS_DIR_ENV] = path
-
-    def remove() -> None:
-        if os.getpid() == owner:  # gunicorn's forked workers exit through atexit too
-            shutil.rmtree(path, ignore_errors=True)
-
-    atexit.register(remove)
-
-
-def _child_exit(_server: Any, worker: Any) -> None:
-    """gunicorn's ``child_exit`` hook: a dead worker's live metrics go with it."""
-    from service.metrics import mark_process_dead
-
-    mark_process_dead(worker.pid)
-
-
-def _stop_worker(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 @main.command()
 @click.option("--host", default=None, help="address to bind [config: host, 127.0.0.1]")
 @click.option("--port", type=int, default=None, help="port [config: port, 5000]")
@@ -245,33 +154,14 @@ def serve(
             f"--insecure-no-auth serves without access control: bind it to a loopback "
             f"address (127.0.0.1, ::1, localhost), not {settings.host!r}"
         )
-    _observability()
+    serving.observability()
     url = settings.resolved_database_url
     _prepare_database(settings)
     _clean_artifact_tmp(settings)
-    options = {
-        "bind": f"{settings.host}:{settings.port}",
-        "workers": settings.workers,
-        "threads": settings.threads,
-        "worker_class": "gthread",
-        "keepalive": 5,
-        # access_log: the app writes one JSON line per request (service.logs), not gunicorn.
-        "accesslog": None,
-        "child_exit": _child_exit,
-        "timeout": 120,
-        "graceful_timeout": 30,
-        # gunicorn 27's control socket is one path per user: two servers would share it.
-        "control_socket_disable": True,
-    }
-    click.echo(f"modelreg serving on http://{options['bind']} ({_safe_url(url)})", err=True)
-    worker_process = _start_worker(settings) if settings.runs_worker_in_serve else None
-    # Before gunicorn forks its workers: they inherit the settings.
-    tune_for_streaming()
-    try:
-        _Gunicorn(settings, options).run()
-    finally:
-        if worker_process is not None:
-            _stop_worker(worker_process)
+    click.echo(
+        f"modelreg serving on http://{settings.host}:{settings.port} ({_safe_url(url)})", err=True
+    )
+    serving.run(settings)
 
 
 @main.group()

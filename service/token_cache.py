@@ -159,10 +159,10 @@ class TokenCache:
             except Exception as exc:  # the database away: read every token meanwhile
                 if self._listening:
                     log.warning("token cache off until the database answers: %s", exc)
-                self._set_listening(False)
+                self._set_listening(False)  # before the wait: no entry trusted meanwhile
                 stop.wait(RETRY_SECONDS)
             finally:
-                self._set_listening(False)
+                self._set_listening(False)  # also when stopped or returned normally
                 if connection is not None:
                     with contextlib.suppress(Exception):
                         connection.close()

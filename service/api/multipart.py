@@ -40,8 +40,16 @@ _CHARSETS = {"ascii", "us-ascii", "utf-8", "iso-8859-1"}
 
 
 class _Part:
-    def __init__(self, headers: Headers, container: IO[bytes] | list[bytes]) -> None:
+    def __init__(
+        self,
+        headers: Headers,
+        name: str,
+        filename: str | None,
+        container: IO[bytes] | list[bytes],
+    ) -> None:
         self.headers = headers
+        self.name = name
+        self.filename = filename
         self.container = container
         self.size = 0
 
@@ -103,7 +111,7 @@ class _Collector:
             )
         else:
             container = []
-        self._part = _Part(headers, container)
+        self._part = _Part(headers, options["name"], options.get("filename"), container)
 
     def part_data(self, data: bytes, start: int, end: int) -> None:
         part = self._part
@@ -123,20 +131,17 @@ class _Collector:
         part, self._part = self._part, None
         if part is None:
             raise ValueError("a part ended before its headers")
-        _, options = parse_options_header(part.headers.get("content-disposition"))
         if isinstance(part.container, list):
             _, ct_options = parse_options_header(part.headers.get("content-type"))
             charset = ct_options.get("charset", "").lower()
             value = b"".join(part.container).decode(
                 charset if charset in _CHARSETS else "utf-8", "replace"
             )
-            self.fields.append((options["name"], value))
+            self.fields.append((part.name, value))
         else:
             part.container.seek(0)
-            storage = FileStorage(
-                part.container, options["filename"], options["name"], headers=part.headers
-            )
-            self.files.append((options["name"], storage))
+            storage = FileStorage(part.container, part.filename, part.name, headers=part.headers)
+            self.files.append((part.name, storage))
 
     def end(self) -> None:
         self.ended = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -104,6 +104,29 @@ def multipart(fields: dict[str, Any]) -> tuple[bytes, str]:
 @pytest.fixture
 def api(app: Flask) -> Api:
     return Api(app.test_client())
+
+
+@pytest.fixture
+def make_api(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Api]]:
+    """``make_api(**settings)``: an app with other settings (limits, say), on the test's
+    database and store; disposed at the end of the test."""
+    apps: list[Flask] = []
+
+    def make(**overrides: Any) -> Api:
+        settings = load_settings(
+            environ={},
+            data_dir=str(tmp_path / "data"),
+            database_url=database_url,
+            artifact_root=str(tmp_path / "artifacts"),
+            admin_token=ADMIN_TOKEN,
+            **overrides,
+        )
+        apps.append(create_app(settings))
+        return Api(apps[-1].test_client())
+
+    yield make
+    for app in apps:
+        app.extensions["modelreg"].db.dispose()
 
 
 # -- shared helpers: build state through the API, check the error contract ------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,7 @@ from flask import Flask
 from werkzeug.test import TestResponse
 
 from service import blobs, datasets
-from service.app import create_app
-from service.config import load_settings
-from tests.integration.conftest import ADMIN_TOKEN, Api, assert_error, multipart, sha
+from tests.integration.conftest import Api, assert_error, multipart, sha
 
 META = {"name": "wine-holdout", "target": "target", "task": "classification"}
 
@@ -64,28 +62,6 @@ def stored_files(tmp_path: Path) -> list[Path]:
 def assert_nothing_kept(api: Api, tmp_path: Path) -> None:
     assert stored_files(tmp_path) == []
     assert api.get("/datasets").get_json()["items"] == []
-
-
-@pytest.fixture
-def make_api(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Api]]:
-    """An app with other limits, on the test's database and store."""
-    apps: list[Flask] = []
-
-    def make(**overrides: Any) -> Api:
-        settings = load_settings(
-            environ={},
-            data_dir=str(tmp_path / "data"),
-            database_url=database_url,
-            artifact_root=str(tmp_path / "artifacts"),
-            admin_token=ADMIN_TOKEN,
-            **overrides,
-        )
-        apps.append(create_app(settings))
-        return Api(apps[-1].test_client())
-
-    yield make
-    for app in apps:
-        app.extensions["modelreg"].db.dispose()
 
 
 # -- registering content -------------------------------------------------------------------

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 
-from service.app import create_app
 from service.config import load_settings
 from service.errors import ConfigError
 from tests.integration.conftest import (
-    ADMIN_TOKEN,
     Api,
     assert_error,
     create_model,
@@ -22,28 +19,6 @@ from tests.integration.conftest import (
     evaluate,
     register_dataset,
 )
-
-
-@pytest.fixture
-def make_api(database_url: str, tmp_path: Path) -> Iterator[Callable[..., Api]]:
-    """An app with other limits, on the test's database and store."""
-    apps: list[Flask] = []
-
-    def make(**overrides: Any) -> Api:
-        settings = load_settings(
-            environ={},
-            data_dir=str(tmp_path / "data"),
-            database_url=database_url,
-            artifact_root=str(tmp_path / "artifacts"),
-            admin_token=ADMIN_TOKEN,
-            **overrides,
-        )
-        apps.append(create_app(settings))
-        return Api(apps[-1].test_client())
-
-    yield make
-    for app in apps:
-        app.extensions["modelreg"].db.dispose()
 
 
 def blobs(tmp_path: Path) -> list[Path]:

@@ -1,0 +1,132 @@
+"""How ``modelreg serve`` runs: gunicorn with the app built in each worker, the metrics
+directory its processes share, and the embedded evaluation worker beside it."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from gunicorn.app.base import BaseApplication
+
+from service import logs
+from service.config import ENV_PREFIX, Settings
+from service.malloc import tune_for_streaming
+
+
+class GunicornApp(BaseApplication):  # type: ignore[misc]
+    """Gunicorn with the app built inside each worker (no shared connections)."""
+
+    def __init__(self, settings: Settings, options: dict[str, Any]) -> None:
+        self.settings = settings
+        self.options = options
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            self.cfg.set(key, value)
+
+    def load(self) -> Any:
+        from service.app import create_app
+
+        return create_app(self.settings)
+
+
+def gunicorn_options(settings: Settings) -> dict[str, Any]:
+    return {
+        "bind": f"{settings.host}:{settings.port}",
+        "workers": settings.workers,
+        "threads": settings.threads,
+        "worker_class": "gthread",
+        "keepalive": 5,
+        # access_log: the app writes one JSON line per request (service.logs), not gunicorn.
+        "accesslog": None,
+        "child_exit": child_exit,
+        "timeout": 120,
+        "graceful_timeout": 30,
+        # gunicorn 27's control socket is one path per user: two servers would share it.
+        "control_socket_disable": True,
+    }
+
+
+def run(settings: Settings) -> None:
+    """Serve until gunicorn stops, with the evaluation worker if the settings want one."""
+    worker_process = start_worker(settings) if settings.runs_worker_in_serve else None
+    # Before gunicorn forks its workers: they inherit the settings.
+    tune_for_streaming()
+    try:
+        GunicornApp(settings, gunicorn_options(settings)).run()
+    finally:
+        if worker_process is not None:
+            stop_worker(worker_process)
+
+
+def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+    """The embedded default's worker, beside gunicorn; it stops when serve does."""
+    env = dict(os.environ)
+    env[f"{ENV_PREFIX}DATABASE_URL"] = settings.resolved_database_url
+    env[f"{ENV_PREFIX}ARTIFACT_ROOT"] = str(settings.resolved_artifact_root)
+    return subprocess.Popen(
+        [sys.executable, "-m", "service", "worker", "--parent-pid", str(os.getpid())],
+        env=env,
+    )
+
+
+# prometheus-client's multiprocess mode (service.metrics): read when it is first imported,
+# so serve sets it before anything imports it and before any worker starts.
+METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_METRICS_DIR_PREFIX = "modelreg-metrics-"  # then the serve process's pid
+
+
+def _remove_stale_metrics_dirs() -> None:
+    """Metrics directories of servers that were killed (no exit handler ran)."""
+    for found in Path(tempfile.gettempdir()).glob(f"{_METRICS_DIR_PREFIX}*-*"):
+        pid = found.name[len(_METRICS_DIR_PREFIX) :].split("-", 1)[0]
+        try:
+            if not pid.isdigit() or found.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(found, ignore_errors=True)
+        except OSError:  # gone meanwhile, or alive under another user
+            continue
+
+
+def observability() -> None:
+    """JSON logs, and a fresh metrics directory shared by serve's processes (removed
+    when serve exits): its web workers and evaluation worker all write their metrics
+    there, and any worker's ``/metrics`` merges them."""
+    logs.configure(logging.INFO)
+    owner = os.getpid()
+    _remove_stale_metrics_dirs()
+    path = tempfile.mkdtemp(prefix=f"{_METRICS_DIR_PREFIX}{owner}-")
+    os.environ[METRICS_DIR_ENV] = path
+
+    def remove() -> None:
+        if os.getpid() == owner:  # gunicorn's forked workers exit through atexit too
+            shutil.rmtree(path, ignore_errors=True)
+
+    atexit.register(remove)
+
+
+def child_exit(_server: Any, worker: Any) -> None:
+    """gunicorn's ``child_exit`` hook: a dead worker's live metrics go with it."""
+    from service.metrics import mark_process_dead
+
+    mark_process_dead(worker.pid)
+
+
+def stop_worker(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
