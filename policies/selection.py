@@ -143,6 +143,28 @@ def assess(policy: Policy, candidate: Candidate) -> Assessment:
     return Assessment(candidate=c, value=value, reasons=tuple(reasons), warnings=_warnings(c))
 
 
+# The rules a run's version and stage answer, whatever its values.
+RULES = frozenset(
+    {Reason.VERSION_OUT_OF_RANGE, Reason.PRERELEASE_NOT_ALLOWED, Reason.STAGE_NOT_ALLOWED}
+)
+
+
+def admits(policy: Policy, version: str, stage: str) -> bool:
+    """Whether the policy's rules let a run of this version and stage compete.
+
+    Values are not looked at: this is the set of runs whose evaluations still to
+    come a change of champion waits for (see ``settling``).
+
+    >>> p = Policy("<=1.0", ("Production",), "f1", "wine@1")
+    >>> admits(p, "1.0", "Production"), admits(p, "2.0", "Production")
+    (True, False)
+    >>> admits(p, "1.0", "Staging"), admits(p, "1.0rc1", "Production")
+    (False, False)
+    """
+    reasons = assess(policy, Candidate(0, version, 0, stage)).reasons
+    return not RULES.intersection(reasons)
+
+
 def _warnings(c: Candidate) -> tuple[Reason, ...]:
     """``reported_mismatch`` when both values exist and differ by more than 1e-6.
 

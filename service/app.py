@@ -184,7 +184,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_JSON_PATH="openapi.json",
         MAX_CONTENT_LENGTH=settings.max_artifact_bytes + MULTIPART_OVERHEAD,
     )
-    db = Database(settings.resolved_database_url)
+    db = Database(settings.resolved_database_url, settle_seconds=settings.settle_seconds)
     app.extensions["modelreg"] = Context(
         settings=settings,
         db=db,

@@ -11,7 +11,7 @@ from typing import Any, NoReturn
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from service.champions import champion_row, decide, domain_policy, pin_of
+from service.champions import champion_row, decide, domain_policy, pending_evaluations, pin_of
 from service.clock import iso
 from service.db.models import Champion, ChampionChange, Environment, PolicyRow, RegisteredModel
 from service.db.session import Database
@@ -34,6 +34,8 @@ _CHAMPION_COLUMNS = [
     Champion.selected_at,
     Champion.reason,
     Champion.policy_revision,
+    Champion.pending_evaluations,
+    Champion.held_since,
 ]
 
 
@@ -55,6 +57,16 @@ def champion_document(row: Any) -> dict[str, Any]:
         "selected_at": iso(row.selected_at),
         "reason": row.reason,
         "policy_revision": row.policy_revision,
+        **settling_document(row),
+    }
+
+
+def settling_document(row: Any) -> dict[str, Any]:
+    """Evaluations still to come for runs the policy admits, and any change they hold back."""
+    return {
+        "pending_evaluations": row.pending_evaluations,
+        "held": row.held_since is not None,
+        "held_since": iso(row.held_since) if row.held_since is not None else None,
     }
 
 
@@ -83,9 +95,11 @@ def read_champion(db: Database, environment: str, model: str) -> tuple[dict[str,
         with db.read_engine.connect() as conn:
             _raise_missing(conn, environment, model)
     if row.run_id is None:
+        pending = row.pending_evaluations
+        waiting = f"; {pending} evaluation(s) of eligible versions pending" if pending else ""
         raise NoEligibleModel(
-            f"no {row.model} run is eligible for {row.environment}",
-            {"environment": row.environment, "model": row.model},
+            f"no {row.model} run is eligible for {row.environment}{waiting}",
+            {"environment": row.environment, "model": row.model, "pending_evaluations": pending},
         )
     return champion_document(row), etag_of(row)
 
@@ -124,15 +138,26 @@ def stored_champion(session: Session, env_id: int, model_id: int) -> dict[str, A
 
 
 def explain(session: Session, row: PolicyRow) -> dict[str, Any]:
-    """Every run of the model, eligible or not, with reasons: the stored decision, shown."""
+    """Every run of the model, eligible or not, with reasons: the stored decision, shown.
+
+    ``champion`` is the run served. While a change waits for evaluations still to
+    come (``held``), ``decision`` names the run the policy would choose over what
+    is scored now; otherwise the two are the same.
+    """
     policy = domain_policy(row)
     decision = decide(session, row, policy, contenders_only=False)
     pin = pin_of(session, row.environment_id, row.model_id)
+    stored = champion_row(session, row.environment_id, row.model_id)
+    held = stored is not None and stored.held_since is not None
     return {
         "environment": row.environment.name,
         "model": row.model.name,
-        "champion": decision.champion,
-        "reason": str(decision.reason),
+        "champion": stored.run_id if held and stored is not None else decision.champion,
+        "reason": stored.reason if held and stored is not None else str(decision.reason),
+        "decision": {"champion": decision.champion, "reason": str(decision.reason)},
+        "pending_evaluations": pending_evaluations(session, row, policy),
+        "held": held,
+        "held_since": iso(stored.held_since) if held and stored is not None else None,
         "policy_revision": row.revision,
         "metric": policy.metric,
         "dataset": policy.dataset,

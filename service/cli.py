@@ -106,7 +106,7 @@ def worker(once: bool, max_jobs: int | None, parent_pid: int | None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    db = Database(url)
+    db = Database(url, settle_seconds=settings.settle_seconds)
     w = Worker(db, LocalArtifactStore(settings.resolved_artifact_root), settings)
     click.echo(f"modelreg worker {w.name} on {_safe_url(url)}", err=True)
     try:

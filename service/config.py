@@ -55,6 +55,7 @@ class Settings:
     job_lease_seconds: int
     job_max_attempts: int
     worker_poll_ms: int
+    settle_seconds: int
     token_cache_seconds: int
     serve_worker: str
     skops_trusted_types: str
@@ -176,6 +177,11 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             f"setting 'max_name_length' must be between 1 and {NAME_LEN} (the width of the"
             f" name columns), got {settings.max_name_length}"
+        )
+    if settings.settle_seconds < 0:
+        raise ConfigError(
+            f"setting 'settle_seconds' must be 0 (no settling) or more, got"
+            f" {settings.settle_seconds}"
         )
     if settings.token_cache_seconds < 0:
         raise ConfigError(

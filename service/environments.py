@@ -161,6 +161,10 @@ class PolicyChange:
     after: dict[str, Any] | None
     eligible_count: int
     evaluations_scheduled: int = 0
+    # Evaluations still to come for runs the policy admits, and whether the change of
+    # champion waits for them (the champion then stays as it was).
+    pending_evaluations: int = 0
+    held: bool = False
 
     @property
     def champion_changed(self) -> bool:
@@ -266,7 +270,18 @@ def put_policy(
     )
     after = champion_reads.stored_champion(session, env.id, mdl.id)
     eligible = len(champions.decide(session, row, policy).ranked)
-    result = PolicyChange(row, created, changed, before, after, eligible, scheduled)
+    outcome = outcomes[0] if outcomes else None
+    result = PolicyChange(
+        row,
+        created,
+        changed,
+        before,
+        after,
+        eligible,
+        scheduled,
+        pending_evaluations=outcome.pending if outcome else 0,
+        held=outcome.held if outcome else False,
+    )
     if not dry_run:
         audit.record(
             session,
@@ -303,4 +318,8 @@ def plan(
         "eligible_count": change.eligible_count,
         "would_leave_no_model": before_run is not None and after_run is None,
         "evaluations_scheduled": change.evaluations_scheduled,
+        # Runs still to be scored: the champion holds until they are (or the settle
+        # limit passes), then moves once.
+        "pending_evaluations": change.pending_evaluations,
+        "held": change.held,
     }

@@ -99,6 +99,7 @@ def record(
         trigger="evaluation",
         detail=f"run {run.id} on {label}",
         actor=caller.name,
+        changed_run=run.id,
     )
     audit.record(
         session,

@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session, selectinload
 from service import audit, datasets
 from service.access import Caller
 from service.db.models import (
+    JOB_ACTIVE_STATES,
     DatasetRevision,
     Evaluation,
     Job,
@@ -54,7 +55,7 @@ PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "cancelled",
 )
 STATES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
-ACTIVE = (PENDING, RUNNING)
+ACTIVE = JOB_ACTIVE_STATES
 
 
 @dataclass(frozen=True)

@@ -129,6 +129,7 @@ def create_run(
                     trigger="evaluation",
                     detail=f"run {run.id} registered",
                     actor=caller.name,
+                    changed_run=run.id,
                 )
             audit.record(
                 session,

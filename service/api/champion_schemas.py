@@ -38,6 +38,19 @@ class ChampionSchema(ma.Schema):
     selected_at = ma.fields.String()
     reason = ma.fields.String()
     policy_revision = ma.fields.Integer()
+    pending_evaluations = ma.fields.Integer(
+        metadata={
+            "description": "evaluations still to come on the policy's revision for runs the "
+            "policy admits"
+        }
+    )
+    held = ma.fields.Boolean(
+        metadata={
+            "description": "a change of champion waits for those evaluations (at most "
+            "settle_seconds); the champion stays as it was chosen meanwhile"
+        }
+    )
+    held_since = ma.fields.String(allow_none=True)
 
 
 class EnvironmentBodySchema(ma.Schema):
@@ -119,6 +132,15 @@ class PlanSchema(ma.Schema):
     evaluations_scheduled = ma.fields.Integer(
         metadata={"description": "server-side evaluations the change would queue"}
     )
+    pending_evaluations = ma.fields.Integer(
+        metadata={"description": "runs the policy admits that would still be scored"}
+    )
+    held = ma.fields.Boolean(
+        metadata={
+            "description": "the champion would hold until they are scored (or the settle "
+            "limit passes), then move once"
+        }
+    )
 
 
 class CandidateSchema(ma.Schema):
@@ -138,11 +160,23 @@ class CandidateSchema(ma.Schema):
     verified = ma.fields.Float(allow_none=True)
 
 
+class DecisionSchema(ma.Schema):
+    champion = ma.fields.Integer(allow_none=True)
+    reason = ma.fields.String()
+
+
 class ExplainSchema(ma.Schema):
     environment = ma.fields.String()
     model = ma.fields.String()
-    champion = ma.fields.Integer(allow_none=True)
+    champion = ma.fields.Integer(allow_none=True, metadata={"description": "the run served"})
     reason = ma.fields.String()
+    decision = ma.fields.Nested(
+        DecisionSchema,
+        metadata={"description": "what the policy chooses over what is scored now"},
+    )
+    pending_evaluations = ma.fields.Integer()
+    held = ma.fields.Boolean()
+    held_since = ma.fields.String(allow_none=True)
     policy_revision = ma.fields.Integer()
     metric = ma.fields.String()
     dataset = ma.fields.String()

@@ -170,6 +170,10 @@ class Evaluation(Base):
     dataset_revision: Mapped[DatasetRevision] = relationship()
 
 
+# Job states in which an evaluation is still to come (``service.jobs`` names them all).
+JOB_ACTIVE_STATES = ("pending", "running")
+
+
 class Job(Base):
     """A unit of background work (today: evaluating one run on one dataset revision).
 
@@ -298,6 +302,14 @@ class Champion(Base):
     policy_revision: Mapped[int] = mapped_column(Integer)
     selected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The top of the full ranking when it was last computed (``best_known``): a new
+    # evaluation of another run only needs comparing against it and the incumbent.
+    best_run_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    best_known: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Settling: evaluations still to come for runs the policy's rules admit, and
+    # since when a change of champion has been held back for them.
+    pending_evaluations: Mapped[int] = mapped_column(Integer, default=0)
+    held_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class ChampionChange(Base):

@@ -89,8 +89,11 @@ def _pg_connect_args(url: str) -> dict[str, Any]:
 class Database:
     """The engines of one process and a factory for units of work."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, settle_seconds: float | None = None) -> None:
         self.url = url
+        # How long a change of champion may wait for evaluations still to come
+        # (``service.champions.Settling``); every session carries it.
+        self.settle_seconds = settle_seconds
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         if self.is_sqlite:
             self.engine = _sqlite_engine(url, begin="BEGIN IMMEDIATE")
@@ -124,7 +127,10 @@ class Database:
         self._reader = sessionmaker(self.read_engine, expire_on_commit=False)
 
     def session(self, *, write: bool = True) -> Session:
-        return (self._writer if write else self._reader)()
+        session = (self._writer if write else self._reader)()
+        if self.settle_seconds is not None:
+            session.info["settle_seconds"] = self.settle_seconds
+        return session
 
     @contextmanager
     def unit_of_work(self, *, write: bool = True) -> Iterator[Session]:

@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import audit, champions, evaluations, jobs, logs, metrics
+from service import audit, champions, evaluations, jobs, logs, metrics, settling
 from service.access import Caller
 from service.artifacts import ArtifactStore
 from service.config import Settings
@@ -82,6 +82,7 @@ class Worker:
         self.settings = settings
         self.executor = executor or sandbox_for(settings)
         self.name = name or default_name()
+        self._next_settle_check = 0.0
 
     def run_once(self) -> Processed | None:
         """Claim and process one job; ``None`` when there is nothing to do."""
@@ -114,6 +115,7 @@ class Worker:
                 log.info("worker %s: parent %s is gone; stopping", self.name, parent_pid)
                 break
             try:
+                self._release_expired_holds()
                 processed = self.run_once()
             except SQLAlchemyError as exc:
                 log.warning("worker %s: database unavailable (%s); retrying", self.name, exc)
@@ -126,6 +128,14 @@ class Worker:
                 continue
             done += 1
         return done
+
+    def _release_expired_holds(self) -> None:
+        """Champions held past the settle limit, decided now (at most once a second)."""
+        now = time.monotonic()
+        if now < self._next_settle_check:
+            return
+        self._next_settle_check = now + 1.0
+        settling.release_expired_holds(self.db, actor=f"worker:{self.name}")
 
     # -- one job -----------------------------------------------------------------
 
@@ -269,6 +279,7 @@ class Worker:
                     trigger="verified_evaluation",
                     detail=f"run {run.id} verified on {label} (job {job.id})",
                     actor=job.actor or "worker",
+                    changed_run=run.id,
                 )
                 # Not a request, but a change of what champions are chosen from.
                 audit.record(

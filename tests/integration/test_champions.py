@@ -369,7 +369,7 @@ def test_no_eligible_model_is_a_404_distinct_from_not_found(base: Api) -> None:
     create_run(base, "AImodel", "1.0", {"f1": 0.9})
     put_policy(base, "PROD", "AImodel", stages=["Production"])
     error = assert_error(base.get("/environments/PROD/models/AImodel"), 404, "no_eligible_model")
-    assert error["details"] == {"environment": "PROD", "model": "AImodel"}
+    assert error["details"] == {"environment": "PROD", "model": "AImodel", "pending_evaluations": 0}
 
     assert_error(base.get("/environments/NOPE/models/AImodel"), 404, "not_found")
     assert_error(base.get("/environments/PROD/models/nope"), 404, "not_found")

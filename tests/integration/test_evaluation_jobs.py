@@ -313,11 +313,14 @@ def test_a_policy_that_starts_naming_a_revision_schedules_every_unscored_run_onc
 
     # Back and forth between revisions never scores a run twice on one revision.
     upload_dataset(api, "wine-holdout", wine.csv() + b"\n")
-    # Nothing is scored on @2 yet: the switch would leave INT empty until the jobs ran.
+    # Nothing is scored on @2 yet: the switch is taken and the champion holds for the jobs.
+    served = api.get("/environments/INT/models/AImodel").get_json()
     switched = put_policy(api, "INT", "AImodel", dataset="wine-holdout@2")
-    assert_error(switched, 409, "would_leave_no_model")
-    switched = put_policy(api, "INT", "AImodel", dataset="wine-holdout@2", force=True)
+    assert switched.status_code == 200, switched.get_json()
     assert switched.get_json()["evaluations_scheduled"] == 3
+    held = api.get("/environments/INT/models/AImodel").get_json()
+    assert (held["run_id"], held["metric"]["dataset"]) == (served["run_id"], "wine-holdout@1")
+    assert (held["held"], held["pending_evaluations"]) == (True, 3)
     back = put_policy(api, "INT", "AImodel", dataset="wine-holdout@1")
     assert back.get_json()["evaluations_scheduled"] == 0
 
