@@ -110,6 +110,7 @@ def create_run(
                     {"sha256": blob.sha256},
                 )
             run = _insert(session, mv, blob.sha256, blob.size, filename, meta)
+            blobs.record_repair(session, caller, blob)
             for i, ev in enumerate(meta.evaluations):
                 evaluations.add(
                     session, run, ev["dataset"], ev["metrics"], field=f"evaluations.{i}.dataset"
