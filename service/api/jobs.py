@@ -8,13 +8,19 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from service import jobs
+from service import jobs, redaction
+from service.access import allows
 from service.api.auth import caller
 from service.api.common import STRING, PageArgs, UtcDateTime, ctx, list_schema, page_size, uow
 from service.api.errors import ApiErrorSchema
 from service.db.models import MAX_ID
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Server-side evaluation jobs")
+
+
+def _admin() -> bool:
+    """Whether this request's caller sees job records whole (child output included)."""
+    return allows(caller().role, "admin")
 
 
 class JobSchema(ma.Schema):
@@ -28,10 +34,19 @@ class JobSchema(ma.Schema):
     attempts = ma.fields.Integer()
     max_attempts = ma.fields.Integer()
     worker = ma.fields.String(allow_none=True)
-    error = ma.fields.String(allow_none=True)
-    result = ma.fields.Dict(
+    error = ma.fields.Function(
+        lambda j: redaction.job_error(j.error, admin=_admin()),
         allow_none=True,
-        metadata={"description": "metrics, skipped (metric -> reason), seconds, exit_code, …"},
+        metadata={**STRING, "description": "why it failed (redacted and bounded below admin)"},
+    )
+    result = ma.fields.Function(
+        lambda j: redaction.job_result(j.result, admin=_admin()),
+        allow_none=True,
+        metadata={
+            "type": "object",
+            "description": "metrics, skipped (metric -> reason), seconds, exit_code, …; the"
+            " evaluated model's output (output_tail, traceback) for admin only",
+        },
     )
     created_at = UtcDateTime()
     started_at = UtcDateTime(allow_none=True)
