@@ -58,6 +58,8 @@ class Settings:
     job_max_attempts: int
     worker_poll_ms: int
     token_cache_seconds: int
+    max_pending_jobs_per_token: int
+    max_stored_bytes_per_token: int
     serve_worker: str
     skops_trusted_types: str
     admin_token: str
@@ -202,6 +204,16 @@ def _check(settings: Settings) -> None:
         raise ConfigError(
             f"setting 'max_name_length' must be between 1 and {NAME_LEN} (the width of the"
             f" name columns), got {settings.max_name_length}"
+        )
+    for name in ("max_pending_jobs_per_token", "max_stored_bytes_per_token"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(
+                f"setting {name!r} must be 0 (no limit) or more, got {getattr(settings, name)}"
+            )
+    if 0 < settings.max_stored_bytes_per_token < settings.max_artifact_bytes:
+        raise ConfigError(
+            f"setting 'max_stored_bytes_per_token' ({settings.max_stored_bytes_per_token}) must"
+            f" be 0 (no limit) or at least 'max_artifact_bytes' ({settings.max_artifact_bytes})"
         )
     if settings.token_cache_seconds < 0:
         raise ConfigError(

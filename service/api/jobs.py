@@ -8,7 +8,7 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from service import jobs, redaction
+from service import jobs, quotas, redaction
 from service.access import allows
 from service.api.auth import caller
 from service.api.common import STRING, PageArgs, UtcDateTime, ctx, list_schema, page_size, uow
@@ -104,10 +104,14 @@ class EvaluateView(MethodView):
     @blp.alt_response(200, schema=JobSchema, description="already evaluated: the job that did it")
     @blp.alt_response(404, schema=ApiErrorSchema)
     @blp.alt_response(422, schema=ApiErrorSchema)
+    @blp.alt_response(429, schema=ApiErrorSchema)
     def post(self, body: dict[str, Any], run_id: int) -> Any:
         """Evaluate a run on a dataset revision, server-side (a job)"""
+        session = uow(write=True)
+        quotas.lock_token(session, caller().name)
+        quotas.check_pending_jobs(session, caller().name, ctx().settings.max_pending_jobs_per_token)
         job, _ = jobs.evaluate_on_request(
-            uow(write=True),
+            session,
             run_id,
             body["dataset"],
             caller=caller(),
