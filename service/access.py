@@ -2,7 +2,8 @@
 
 Roles are ordered: every role may do what the roles before it may.
 
-- ``reader``: serving layers — every GET, artifact and dataset downloads.
+- ``reader``: serving layers — every GET, artifact downloads (dataset content, the
+  test set's labels, is ``admin`` only).
 - ``ci``: also registers models, versions, runs, datasets and evaluations, and moves
   versions between ``None`` and ``Staging``.
 - ``release``: also environments, policies, pins, run removal, every transition, and

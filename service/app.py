@@ -190,6 +190,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         db=db,
         store=LocalArtifactStore(settings.resolved_artifact_root),
         token_cache=TokenCache(db, settings.token_cache_seconds),
+        admin_token_digest=settings.admin_token_digest,
     )
 
     api = _Api(app, spec_kwargs={"info": {"description": "Model registry and promotion service"}})

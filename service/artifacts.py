@@ -9,16 +9,26 @@ Temporary files are named ``upload-<host>-<pid namespace>-<pid>-<random>``: the
 process that writes one is known, so a process killed mid-upload leaves files
 that :meth:`LocalArtifactStore.clean_tmp` can tell from the uploads of live
 processes, also when replicas on several hosts (or containers) share the store.
+
+Served bytes are verified bytes. A process remembers which files it has seen
+hash to their name (:class:`VerifiedFiles`, keyed by device, inode, size, mtime
+and ctime: any write, truncation or replacement of the file changes one of them,
+and ctime cannot be set back by hand); a file it has not is hashed as it is served
+(``service.api.downloads``). A file that does not hash to its name is moved to
+``quarantine/`` and is no longer served; uploading the same content again puts
+verified bytes back in its place (:meth:`LocalArtifactStore.commit`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import socket
 import tempfile
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
@@ -84,6 +94,61 @@ class StoredBlob:
     sha256: str
     size: int
     created: bool  # False when identical content was already stored
+    # The stored copy did not hold these bytes (changed on disk): the upload replaced it.
+    repaired: bool = False
+
+
+FileKey = tuple[int, int, int, int, int]
+
+
+def file_key(st: os.stat_result) -> FileKey:
+    """What changes whenever a file's bytes may have: device, inode, size, mtime, ctime."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+class VerifiedFiles:
+    """The stored files this process has seen hash to their name, by :func:`file_key`.
+
+    File times have a coarse clock (a kernel tick; seconds on some network file
+    systems), so a write just after a file was stat()ed may leave its times as they
+    were: a file is remembered only when its last change (ctime) is at least
+    ``TIME_MARGIN_NS`` older than the moment its hashing began. Bounded (least
+    recently used out), so a process forgets, and then verifies again, files it has
+    not served for a while.
+    """
+
+    TIME_MARGIN_NS = 2_000_000_000
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._keys: OrderedDict[tuple[str, FileKey], None] = OrderedDict()
+        self._capacity = capacity
+
+    def __contains__(self, item: tuple[str, os.stat_result]) -> bool:
+        key = (item[0], file_key(item[1]))
+        if key not in self._keys:
+            return False
+        self._keys.move_to_end(key)
+        return True
+
+    def add(self, sha256: str, st: os.stat_result, hashing_began_ns: int) -> None:
+        """``st`` (taken before hashing began) hashed to ``sha256``."""
+        if max(st.st_ctime_ns, st.st_mtime_ns) > hashing_began_ns - self.TIME_MARGIN_NS:
+            return  # a change in the same clock tick would not show: verify again next time
+        key = (sha256, file_key(st))
+        self._keys[key] = None
+        self._keys.move_to_end(key)
+        while len(self._keys) > self._capacity:
+            self._keys.popitem(last=False)
+
+
+def sha256_of_file(fh: IO[bytes]) -> tuple[str, int]:
+    """The digest and length of an open file, read from its start."""
+    fh.seek(0)
+    digest, size = hashlib.sha256(), 0
+    while chunk := fh.read(CHUNK):
+        digest.update(chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
 
 
 class ArtifactStore(Protocol):
@@ -99,6 +164,13 @@ class ArtifactStore(Protocol):
     def open(self, sha256: str) -> IO[bytes]: ...
 
     def delete(self, sha256: str) -> None: ...
+
+    def quarantine(self, sha256: str, fh: IO[bytes]) -> str | None: ...
+
+    def is_quarantined(self, sha256: str) -> bool: ...
+
+    @property
+    def verified(self) -> VerifiedFiles: ...
 
 
 class IncomingFile:
@@ -181,6 +253,12 @@ class LocalArtifactStore:
         self.root = root
         self.tmp = root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self.quarantine_dir = root / "quarantine"
+        self._verified = VerifiedFiles()
+
+    @property
+    def verified(self) -> VerifiedFiles:
+        return self._verified
 
     def path_for(self, sha256: str) -> Path:
         if not SHA256_RE.match(sha256):
@@ -204,17 +282,67 @@ class LocalArtifactStore:
                     {"expected_sha256": [f"expected {expected_sha256}, received {digest}"]},
                 )
             target = self.path_for(digest)
-            if target.exists():
+            existed = target.exists()
+            quarantined = not existed and self.is_quarantined(digest)
+            if existed and self._holds(target, digest, upload.size):
                 upload.discard()
                 return StoredBlob(digest, upload.size, created=False)
+            # Missing, or changed on disk: the upload's verified bytes take its place
+            # (a rename over it: readers see the old file or the new one, never a mix).
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(upload.path, target)
             # The rename must be durable before a row can point at its result.
             _fsync_dir(target.parent)
-            return StoredBlob(digest, upload.size, created=True)
+            return StoredBlob(
+                digest, upload.size, created=not existed, repaired=existed or quarantined
+            )
         except BaseException:
             upload.discard()
             raise
+
+    def _holds(self, target: Path, sha256: str, size: int) -> bool:
+        """Whether the stored file holds these bytes: its size, then (unless this
+        process verified it as it is now) its hash. Reads the file once."""
+        try:
+            with target.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                if st.st_size != size:
+                    return False
+                if (sha256, st) in self._verified:
+                    return True
+                began = time.time_ns()
+                if sha256_of_file(fh) != (sha256, size):
+                    return False
+                self._verified.add(sha256, st, began)
+                return True
+        except FileNotFoundError:
+            return False
+
+    def quarantine(self, sha256: str, fh: IO[bytes]) -> str | None:
+        """Move the stored file, if it is still the one open as ``fh``, aside into
+        ``quarantine/``; its name there, or ``None`` when another process did (or a
+        repair replaced it) first."""
+        target = self.path_for(sha256)
+        try:
+            if not os.path.samestat(os.fstat(fh.fileno()), target.stat()):
+                return None
+        except FileNotFoundError:
+            return None
+        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        name = f"{sha256}.{time.time_ns()}"
+        try:
+            os.replace(target, self.quarantine_dir / name)
+        except FileNotFoundError:
+            return None
+        with contextlib.suppress(OSError):
+            _fsync_dir(target.parent)
+        return name
+
+    def is_quarantined(self, sha256: str) -> bool:
+        """Whether a copy of this blob failed verification (and no good one is back)."""
+        if not self.quarantine_dir.is_dir() or self.exists(sha256):
+            return False
+        return any(self.quarantine_dir.glob(f"{self.path_for(sha256).name}.*"))
 
     def exists(self, sha256: str) -> bool:
         return self.path_for(sha256).is_file()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
+import os
 import signal
 import sys
 import threading
@@ -16,7 +18,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import commands, logs, serving
+from service import commands, logs, secrets, serving
 from service.config import Settings, load_settings
 from service.db import migrate
 from service.errors import ConfigError
@@ -139,7 +141,15 @@ def serve(
     evaluation_worker: bool | None,
     insecure_no_auth: bool,
 ) -> None:
-    """Serve the API with gunicorn. Upgrades the embedded SQLite database first."""
+    """Serve the API with gunicorn. Upgrades the embedded SQLite database first.
+
+    MODELREG_ADMIN_TOKEN (or a file named by MODELREG_ADMIN_TOKEN_FILE) is read at
+    start and kept only as its SHA-256: no process of the server has it in its
+    environment (``service.secrets``).
+    """
+    if sys.argv[1:2] == ["serve"]:  # the command line itself, not an in-process call
+        secrets.reexec_without_token_in_environment(sys.argv[1:])
+    inherited = secrets.take_inherited_token()
     serve_worker = None if evaluation_worker is None else str(evaluation_worker).lower()
     settings = _settings(
         host=host,
@@ -148,7 +158,14 @@ def serve(
         threads=threads,
         serve_worker=serve_worker,
         insecure_no_auth=insecure_no_auth or None,
+        admin_token=inherited,
     )
+    # From here on only the digest: the workers (forked) and the evaluation worker
+    # (which needs no token) never see the secret, nor where it came from.
+    settings = dataclasses.replace(
+        settings, admin_token="", admin_token_sha256=settings.admin_token_digest
+    )
+    os.environ.pop(secrets.TOKEN_FILE_ENV, None)
     if settings.insecure_no_auth and not _is_loopback(settings.host):
         raise click.ClickException(
             f"--insecure-no-auth serves without access control: bind it to a loopback "

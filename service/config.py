@@ -7,7 +7,9 @@ overrides given to :func:`load_settings` (tests and the CLI use those).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -57,9 +59,12 @@ class Settings:
     worker_poll_ms: int
     settle_seconds: int
     token_cache_seconds: int
+    max_pending_jobs_per_token: int
+    max_stored_bytes_per_token: int
     serve_worker: str
     skops_trusted_types: str
     admin_token: str
+    admin_token_sha256: str
     insecure_no_auth: bool
     cors_origins: str
 
@@ -83,6 +88,15 @@ class Settings:
     def skops_trusted(self) -> tuple[str, ...]:
         """``skops_trusted_types``, comma-separated, as a tuple."""
         return tuple(t.strip() for t in self.skops_trusted_types.split(",") if t.strip())
+
+    @property
+    def admin_token_digest(self) -> str:
+        """The SHA-256 (hex) of the admin token, or ``""`` when there is none."""
+        if self.admin_token_sha256:
+            return self.admin_token_sha256.lower()
+        if self.admin_token:
+            return hashlib.sha256(self.admin_token.encode()).hexdigest()
+        return ""
 
     @property
     def cors_origin_list(self) -> list[str]:
@@ -139,8 +153,15 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     if unknown:
         raise ConfigError(f"unknown setting(s): {sorted(unknown)}")
     for name in kinds:
-        if f"{ENV_PREFIX}{name.upper()}" in env:
-            values[name] = env[f"{ENV_PREFIX}{name.upper()}"]
+        key = f"{ENV_PREFIX}{name.upper()}"
+        if f"{key}_FILE" in env:
+            # The Docker-secrets way: the value is the content of a file (a trailing
+            # newline dropped), so the secret itself is never in any environment.
+            if key in env:
+                raise ConfigError(f"set {key} or {key}_FILE, not both")
+            values[name] = _read_setting_file(f"{key}_FILE", env[f"{key}_FILE"])
+        elif key in env:
+            values[name] = env[key]
     values.update({k: v for k, v in overrides.items() if v is not None})
     pytypes = {"str": str, "int": int, "bool": bool}
     settings = Settings(
@@ -148,6 +169,13 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
     )
     _check(settings)
     return settings
+
+
+def _read_setting_file(variable: str, path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read {variable}={path}: {exc}") from exc
 
 
 _POSITIVE = (
@@ -183,6 +211,16 @@ def _check(settings: Settings) -> None:
             f"setting 'settle_seconds' must be 0 (no settling) or more, got"
             f" {settings.settle_seconds}"
         )
+    for name in ("max_pending_jobs_per_token", "max_stored_bytes_per_token"):
+        if getattr(settings, name) < 0:
+            raise ConfigError(
+                f"setting {name!r} must be 0 (no limit) or more, got {getattr(settings, name)}"
+            )
+    if 0 < settings.max_stored_bytes_per_token < settings.max_artifact_bytes:
+        raise ConfigError(
+            f"setting 'max_stored_bytes_per_token' ({settings.max_stored_bytes_per_token}) must"
+            f" be 0 (no limit) or at least 'max_artifact_bytes' ({settings.max_artifact_bytes})"
+        )
     if settings.token_cache_seconds < 0:
         raise ConfigError(
             f"setting 'token_cache_seconds' must be 0 (off) or more, got"
@@ -197,6 +235,10 @@ def _check(settings: Settings) -> None:
         raise ConfigError("setting 'admin_token' must be at least 16 characters long")
     if any(not 0x21 <= ord(ch) <= 0x7E for ch in settings.admin_token):
         raise ConfigError("setting 'admin_token' must be printable ASCII without spaces")
+    if settings.admin_token_sha256 and not re.fullmatch(
+        r"[0-9a-fA-F]{64}", settings.admin_token_sha256
+    ):
+        raise ConfigError("setting 'admin_token_sha256' must be a SHA-256 digest (64 hex digits)")
     if settings.serve_worker not in ("auto", "true", "false"):
         raise ConfigError(
             f"setting 'serve_worker' must be auto, true or false, got {settings.serve_worker!r}"

@@ -236,10 +236,14 @@ def upload_revision(
         else:
             known_id = None
     if known_id is not None:
+        # The stored copy is checked against the upload, and replaced when it was
+        # changed on disk or quarantined: uploading the content again repairs it.
+        known_blob = store.commit(upload)
         with db.unit_of_work() as session:
             found = session.get(DatasetRevision, known_id)
             if found is not None:  # revisions are never removed; this is for mypy
                 doc = revision_document(found)
+                blobs.record_repair(session, caller, known_blob)
                 _audit_registration(session, caller, found, before=doc, created=False)
                 number = found.revision
                 session.commit()
@@ -257,6 +261,7 @@ def upload_revision(
         with db.unit_of_work() as session:
             ds = _locked_dataset(session, meta.name)
             blobs.lock_artifact(session, blob.sha256)
+            blobs.record_repair(session, caller, blob)
             if not store.exists(blob.sha256):
                 # Identical bytes were stored before us and their last user was removed
                 # (with the blob) while this upload was on its way. Nothing is kept.

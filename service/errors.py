@@ -79,3 +79,9 @@ class PayloadTooLarge(ServiceError):
 
 class Unavailable(ServiceError):
     code = "unavailable"
+
+
+class TooManyRequests(ServiceError):
+    """A per-token limit (``max_pending_jobs_per_token``, ``max_stored_bytes_per_token``)."""
+
+    code = "too_many_requests"

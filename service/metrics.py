@@ -16,6 +16,9 @@ process) the values live in this process's default registry.
 - ``modelreg_champion_changes_total{environment, model}``: history rows
   committed. ``champions`` notes each change in the session's ``info``; the
   count moves when that transaction commits, and a rollback forgets it.
+- ``modelreg_artifact_integrity_failures_total``: downloads of stored bytes that
+  did not hash to their name (each one quarantined and audited as
+  ``artifact.corrupt``).
 - ``modelreg_evaluation_jobs{state}``: computed at scrape time from the
   database (one ``GROUP BY`` on the jobs' ``(state, available_at)`` index), so
   it is right whichever process or machine changed a job.
@@ -87,6 +90,10 @@ CHAMPION_CHANGES = Counter(
     "modelreg_champion_changes",
     "Champion changes committed (one per history row), by environment and model",
     ["environment", "model"],
+)
+INTEGRITY_FAILURES = Counter(
+    "modelreg_artifact_integrity_failures",
+    "Downloads cut short because the stored bytes did not hash to their sha256",
 )
 EVALUATION_DURATION = Histogram(
     "modelreg_evaluation_duration_seconds",

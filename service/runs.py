@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import audit, blobs, champions, datasets, evaluations, jobs
+from service import audit, blobs, champions, datasets, evaluations, jobs, quotas
 from service.access import Caller
 from service.artifacts import ArtifactStore, IncomingFile
 from service.db.models import ModelVersion, Run
@@ -85,21 +85,25 @@ def create_run(
     *,
     caller: Caller,
     job_attempts: int = 3,
+    limits: UsageLimits | None = None,
 ) -> Run:
     """Store the artifact, then the run with its reported evaluations, in one transaction.
 
     The same transaction schedules the server-side evaluations of the run on every
     dataset revision (with content) that a policy of its model names.
     """
-    # Fail fast on a wrong path or dataset before the artifact is moved into place.
+    # Fail fast on a wrong path, dataset or usage before the artifact is moved into place.
     with db.unit_of_work(write=False) as session:
         get_version(session, model, version)
         for i, ev in enumerate(meta.evaluations):
             datasets.resolve(session, ev["dataset"], f"evaluations.{i}.dataset")
+        _check_usage(session, caller, limits, upload.size)
 
     blob = store.commit(upload, meta.expected_sha256)
     try:
         with db.unit_of_work() as session:
+            quotas.lock_token(session, caller.name)
+            _check_usage(session, caller, limits, blob.size)
             mv = get_version(session, model, version, lock_for_champions=True)
             blobs.lock_artifact(session, blob.sha256)
             if not store.exists(blob.sha256):
@@ -109,7 +113,8 @@ def create_run(
                     "the stored copy of this artifact was removed concurrently; upload again",
                     {"sha256": blob.sha256},
                 )
-            run = _insert(session, mv, blob.sha256, blob.size, filename, meta)
+            run = _insert(session, mv, blob.sha256, blob.size, filename, meta, caller.name)
+            blobs.record_repair(session, caller, blob)
             for i, ev in enumerate(meta.evaluations):
                 evaluations.add(
                     session, run, ev["dataset"], ev["metrics"], field=f"evaluations.{i}.dataset"
@@ -155,6 +160,30 @@ def create_run(
         raise
 
 
+@dataclass(frozen=True)
+class UsageLimits:
+    """``max_pending_jobs_per_token`` and ``max_stored_bytes_per_token`` (0: none)."""
+
+    pending_jobs: int = 0
+    stored_bytes: int = 0
+
+
+def check_usage_before_upload(db: Database, caller: Caller, limits: UsageLimits) -> None:
+    """Refuse (429) a registration by a token already at a limit, before its body is read
+    (in a read of its own: the request's read session must not predate the run)."""
+    if limits.pending_jobs <= 0 and limits.stored_bytes <= 0:
+        return
+    with db.unit_of_work(write=False) as session:
+        quotas.check_pending_jobs(session, caller.name, limits.pending_jobs)
+        quotas.check_stored_bytes(session, caller.name, limits.stored_bytes, 1)
+
+
+def _check_usage(session: Session, caller: Caller, limits: UsageLimits | None, size: int) -> None:
+    if limits is not None:
+        quotas.check_pending_jobs(session, caller.name, limits.pending_jobs)
+        quotas.check_stored_bytes(session, caller.name, limits.stored_bytes, size)
+
+
 def run_target(run: Run) -> str:
     return f"runs/{run.id}"
 
@@ -181,6 +210,7 @@ def _insert(
     size: int,
     filename: str | None,
     meta: RunInput,
+    registered_by: str,
 ) -> Run:
     number = mv.next_run_number
     mv.next_run_number = number + 1
@@ -195,6 +225,7 @@ def _insert(
         params=meta.params,
         tags=meta.tags,
         source=meta.source,
+        registered_by=registered_by,
     )
     session.add(run)
     session.flush()

@@ -5,7 +5,8 @@ the query string is refused (URLs end up in logs, histories and referrers).
 The secret is looked up by its SHA-256 on a unique index (one indexed read on
 the lookup pool; on PostgreSQL remembered until any token changes:
 ``service.token_cache``); ``MODELREG_ADMIN_TOKEN``, when set, is accepted as an admin
-token without a row. Missing, malformed, unknown, expired and revoked tokens
+token without a row (compared by its SHA-256: ``modelreg serve`` keeps no other
+form). Missing, malformed, unknown, expired and revoked tokens
 are 401; a role below the route's (``service.api.roles``) is 403. ``/healthz``
 and ``/readyz`` stay open, and so does a CORS preflight from an origin granted
 CORS (``cors_origins``): browsers send those without credentials.
@@ -56,10 +57,11 @@ def _caller(request_id: str) -> Caller:
     if match is None:
         raise Unauthenticated("malformed Authorization header: expected 'Bearer <token>'")
     secret = match.group(1)
-    admin = ctx().settings.admin_token
-    if admin and hmac.compare_digest(secret.encode(), admin.encode()):
+    digest = tokens.digest(secret)
+    admin = ctx().admin_token_digest
+    if admin and hmac.compare_digest(digest, admin):
         return Caller(ADMIN_TOKEN_NAME, "admin", request_id)
-    row = ctx().token_cache.lookup(_TOKEN_LOOKUP, tokens.digest(secret))
+    row = ctx().token_cache.lookup(_TOKEN_LOOKUP, digest)
     if row is None:
         raise Unauthenticated("unknown token")
     if row.revoked_at is not None:

@@ -26,6 +26,8 @@ class Context:
     db: Database
     store: ArtifactStore
     token_cache: TokenCache
+    # The admin token's SHA-256, once per app: requests compare digests, never secrets.
+    admin_token_digest: str = ""
 
 
 def ctx() -> Context:

@@ -33,6 +33,7 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.Unauthenticated: 401,
     errors.Forbidden: 403,
     errors.PayloadTooLarge: 413,
+    errors.TooManyRequests: 429,
     errors.Unavailable: 503,
 }
 
@@ -49,6 +50,7 @@ HTTP_CODES = {
     415: "unsupported_media_type",
     422: "validation_error",
     428: "precondition_required",
+    429: "too_many_requests",
     503: "unavailable",
 }
 

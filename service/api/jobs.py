@@ -8,13 +8,19 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from service import jobs
+from service import jobs, quotas, redaction
+from service.access import allows
 from service.api.auth import caller
 from service.api.common import STRING, PageArgs, UtcDateTime, ctx, list_schema, page_size, uow
 from service.api.errors import ApiErrorSchema
 from service.db.models import MAX_ID
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Server-side evaluation jobs")
+
+
+def _admin() -> bool:
+    """Whether this request's caller sees job records whole (child output included)."""
+    return allows(caller().role, "admin")
 
 
 class JobSchema(ma.Schema):
@@ -28,10 +34,19 @@ class JobSchema(ma.Schema):
     attempts = ma.fields.Integer()
     max_attempts = ma.fields.Integer()
     worker = ma.fields.String(allow_none=True)
-    error = ma.fields.String(allow_none=True)
-    result = ma.fields.Dict(
+    error = ma.fields.Function(
+        lambda j: redaction.job_error(j.error, admin=_admin()),
         allow_none=True,
-        metadata={"description": "metrics, skipped (metric -> reason), seconds, exit_code, …"},
+        metadata={**STRING, "description": "why it failed (redacted and bounded below admin)"},
+    )
+    result = ma.fields.Function(
+        lambda j: redaction.job_result(j.result, admin=_admin()),
+        allow_none=True,
+        metadata={
+            "type": "object",
+            "description": "metrics, skipped (metric -> reason), seconds, exit_code, …; the"
+            " evaluated model's output (output_tail, traceback) for admin only",
+        },
     )
     created_at = UtcDateTime()
     started_at = UtcDateTime(allow_none=True)
@@ -89,10 +104,14 @@ class EvaluateView(MethodView):
     @blp.alt_response(200, schema=JobSchema, description="already evaluated: the job that did it")
     @blp.alt_response(404, schema=ApiErrorSchema)
     @blp.alt_response(422, schema=ApiErrorSchema)
+    @blp.alt_response(429, schema=ApiErrorSchema)
     def post(self, body: dict[str, Any], run_id: int) -> Any:
         """Evaluate a run on a dataset revision, server-side (a job)"""
+        session = uow(write=True)
+        quotas.lock_token(session, caller().name)
+        quotas.check_pending_jobs(session, caller().name, ctx().settings.max_pending_jobs_per_token)
         job, _ = jobs.evaluate_on_request(
-            uow(write=True),
+            session,
             run_id,
             body["dataset"],
             caller=caller(),

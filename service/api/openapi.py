@@ -80,6 +80,9 @@ _STATUS_CODES: dict[str, str] = {
     "412": "`precondition_failed`: If-Match names a revision that is no longer current",
     "416": "the Range lies outside the content",
     "428": "`precondition_required`: the operation needs If-Match",
+    "429": "`too_many_requests`: the token is at a per-token limit "
+    "(`max_pending_jobs_per_token`, `max_stored_bytes_per_token`); `details` names the "
+    "setting, the limit and the usage",
 }
 
 _WWW_AUTHENTICATE = {

@@ -36,7 +36,9 @@ ROUTE_ROLES: dict[str, dict[str, str]] = {
     "datasets.Datasets": {"GET": R, "POST": CI},
     "datasets.DatasetView": {"GET": R},
     "datasets.RevisionView": {"GET": R},
-    "datasets.RevisionContentView": {"GET": R},
+    # The labels of the external test set: a model trained on them would be scored on
+    # its own training data. Everyone else sees the revision (digest, columns, rows).
+    "datasets.RevisionContentView": {"GET": ADMIN},
     "environments.Environments": {"GET": R},
     "environments.EnvironmentView": {"GET": R, "PUT": REL},
     "environments.PolicyView": {"GET": R, "PUT": REL},

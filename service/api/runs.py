@@ -175,15 +175,20 @@ class Runs(MethodView):
     @blp.alt_response(404, schema=ApiErrorSchema)
     @blp.alt_response(413, schema=ApiErrorSchema)
     @blp.alt_response(422, schema=ApiErrorSchema)
+    @blp.alt_response(429, schema=ApiErrorSchema)
     def post(self, model: str, version: str) -> Any:
         """Register a run: multipart `artifact` file + `metadata` JSON"""
         if request.mimetype != "multipart/form-data":
             return _unsupported()
+        c = ctx()
+        limits = runs.UsageLimits(
+            c.settings.max_pending_jobs_per_token, c.settings.max_stored_bytes_per_token
+        )
+        runs.check_usage_before_upload(c.db, caller(), limits)
         meta = _metadata()
         part = request.files.get("artifact")
         if part is None or not isinstance(part.stream, IncomingFile):
             raise ValidationFailed.field("artifact", "a file part named 'artifact' is required")
-        c = ctx()
         run = runs.create_run(
             c.db,
             c.store,
@@ -194,6 +199,7 @@ class Runs(MethodView):
             meta,
             caller=caller(),
             job_attempts=c.settings.job_max_attempts,
+            limits=limits,
         )
         s = uow(write=False)
         return RunDetail(

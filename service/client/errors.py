@@ -75,6 +75,10 @@ class ValidationError(RegistryError):
     pass
 
 
+class TooManyRequests(RegistryError):
+    """429: a per-token limit (pending jobs, stored bytes); ``details`` says which."""
+
+
 class Unavailable(RegistryError):
     pass
 
@@ -94,6 +98,7 @@ _BY_STATUS: dict[int, type[RegistryError]] = {
     415: UnsupportedMediaType,
     422: ValidationError,
     428: PreconditionRequired,
+    429: TooManyRequests,
     503: Unavailable,
 }
 

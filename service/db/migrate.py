@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
+
+from service.db.session import prepare_sqlite_file
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # pg_advisory_lock's key for schema migrations: fixed, and above the 60-bit range of
@@ -39,9 +42,7 @@ def alembic_config(url: str) -> Config:
 
 
 def _ensure_sqlite_dir(url: str) -> None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    prepare_sqlite_file(url)
 
 
 @contextlib.contextmanager
@@ -61,7 +62,8 @@ def migration_lock(url: str) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _file_lock(path: Path, url: str) -> Iterator[None]:
-    with path.open("a") as fh:
+    # Beside the database, and like it the service's user's alone (empty, but tidy).
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -103,6 +103,10 @@ class Run(Base):
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     tags: Mapped[dict[str, Any]] = mapped_column(default=dict)
     source: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The token (name) that registered the run: what max_stored_bytes_per_token counts.
+    registered_by: Mapped[str] = mapped_column(
+        String(NAME_LEN), default="", server_default="", index=True
+    )
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     model_version: Mapped[ModelVersion] = relationship(back_populates="runs")
@@ -187,6 +191,7 @@ class Job(Base):
     __table_args__ = (
         Index("ix_jobs_claim", "state", "available_at"),
         Index("ix_jobs_run_revision", "run_id", "dataset_revision_id"),
+        Index("ix_jobs_actor_state", "actor", "state"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

@@ -13,6 +13,8 @@ instead of hanging it: the API answers 503 and the pools recover by themselves.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,10 +44,29 @@ PG_CONNECT_DEFAULTS: dict[str, int] = {
 POOL_TIMEOUT_S = 5
 
 
-def _sqlite_engine(url: str, *, begin: str | None) -> Engine:
+def prepare_sqlite_file(url: str) -> None:
+    """The embedded database is the service's user's alone: its directory is created
+    0700, and the database file 0600 before SQLite opens it (SQLite gives its -wal and
+    -shm files the database file's mode). An existing file readable by others is
+    tightened to 0600; an existing directory is left as it is."""
     parsed = make_url(url)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return
+    path = Path(parsed.database)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600)
+    try:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError, PermissionError):
+                target = path.with_name(path.name + suffix)
+                if target.stat().st_mode & 0o077:
+                    target.chmod(0o600)
+    finally:
+        os.close(fd)
+
+
+def _sqlite_engine(url: str, *, begin: str | None) -> Engine:
+    prepare_sqlite_file(url)
     engine = create_engine(
         url,
         connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},

@@ -310,7 +310,8 @@ def start_server(
     """A factory: ``start_server(workers=4, threads=4)`` → a ready :class:`Server`.
 
     ``env`` adds ``MODELREG_*`` settings, ``args`` adds command-line options (e.g.
-    ``["--no-evaluation-worker"]``). All servers it started are stopped when the
+    ``["--no-evaluation-worker"]``); ``admin_token=False`` leaves out
+    ``MODELREG_ADMIN_TOKEN``. All servers it started are stopped when the
     test ends, whatever happened.
     """
     started: list[Server] = []
@@ -321,10 +322,12 @@ def start_server(
         *,
         env: Mapping[str, str] | None = None,
         args: Sequence[str] = (),
+        admin_token: bool = True,
     ) -> Server:
         base = tmp_path_factory.mktemp("server")
         artifacts = base / "artifacts"
         environ = clean_environ(
+            admin_token=admin_token,
             MODELREG_DATABASE_URL=database_url,
             MODELREG_ARTIFACT_ROOT=str(artifacts),
             **(env or {}),

@@ -4,6 +4,7 @@ must not get around it, the tokens API, and the ways in without a token."""
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -622,3 +623,70 @@ def test_a_required_role_that_is_not_a_role_is_never_granted() -> None:
         for methods in ROUTE_ROLES.values()
         for method, role in methods.items()
     )
+
+
+# -- the external test set stays external ----------------------------------------------
+
+
+def test_only_an_admin_downloads_a_test_sets_labels_the_others_see_its_shape(
+    api: Api, as_role: ROLE_HEADERS
+) -> None:
+    from tests.integration.test_dataset_content import upload, wine_csv
+
+    content = wine_csv()
+    assert upload(api, content).status_code == 201
+    path = "/datasets/wine-holdout/revisions/1"
+
+    for role in ("reader", "ci", "release"):
+        refused = api.get(f"{path}/content", headers=as_role[role])
+        assert_error(refused, 403, "forbidden")
+        assert api.client.head(f"/api/v1{path}/content", headers=as_role[role]).status_code == 403
+        revision = api.get(path, headers=as_role[role]).get_json()
+        assert revision["sha256"] == hashlib.sha256(content).hexdigest()
+        assert revision["row_count"] == 178
+        assert revision["columns"][-1] == "target" and len(revision["columns"]) == 14
+    assert api.get(f"{path}/content", headers=as_role["admin"]).data == content
+
+
+def test_a_job_record_shows_the_models_output_to_admins_only(
+    app: Flask, api: Api, as_role: ROLE_HEADERS
+) -> None:
+    from service.db.models import Job
+    from tests.integration.test_dataset_content import upload, wine_csv
+
+    assert upload(api, wine_csv()).status_code == 201
+    api.post("/models", {"name": "m"})
+    create_version(api, "m", "1.0")
+    run = api.upload_run("m", "1.0", b"not a model").get_json()
+    job = api.post(f"/runs/{run['id']}/evaluate", {"dataset": "wine-holdout"}).get_json()
+    leaky = "DATABASE_URL=postgresql://app:hunter2@db/prod in /srv/modelreg/data/holdout.csv"
+    with app.extensions["modelreg"].db.unit_of_work() as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job["id"])
+            .values(
+                state="failed",
+                error=f"the model raised: {leaky} token=mr_0123456789abcdef",
+                result={
+                    "exit_code": 1,
+                    "seconds": 0.5,
+                    "output_tail": f"print: {leaky}",
+                    "traceback": 'File "/srv/modelreg/x.py", line 3',
+                    "skipped": {"roc_auc": f"failed reading {leaky}"},
+                },
+            )
+        )
+        session.commit()
+
+    for role in ("reader", "ci", "release"):
+        shown = api.get(f"/jobs/{job['id']}", headers=as_role[role]).get_json()
+        listed = api.get("/jobs", headers=as_role[role]).get_json()["items"][0]
+        for record in (shown, listed):
+            assert set(record["result"]) == {"exit_code", "seconds", "skipped"}
+            text = json.dumps(record)
+            for secret in ("hunter2", "mr_0123456789abcdef", "/srv/modelreg", "holdout.csv"):
+                assert secret not in text, (role, secret, text)
+            assert record["error"].startswith("the model raised:")
+    full = api.get(f"/jobs/{job['id']}", headers=as_role["admin"]).get_json()
+    assert full["result"]["output_tail"] == f"print: {leaky}"
+    assert "hunter2" in full["error"]

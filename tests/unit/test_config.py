@@ -67,3 +67,31 @@ def test_boolean_settings_read_the_usual_spellings(raw: str, expected: bool) -> 
 
 def test_the_access_log_is_off_unless_asked_for() -> None:
     assert load_settings(environ={}).access_log is False
+
+
+def test_a_setting_may_come_from_a_file_named_by_its_file_variable(tmp_path: Path) -> None:
+    secret = tmp_path / "admin_token"
+    secret.write_text("from-a-file-0123456789\n")
+
+    settings = load_settings(environ={"MODELREG_ADMIN_TOKEN_FILE": str(secret)})
+
+    assert settings.admin_token == "from-a-file-0123456789"
+    with pytest.raises(ConfigError, match="not both"):
+        load_settings(
+            environ={"MODELREG_ADMIN_TOKEN_FILE": str(secret), "MODELREG_ADMIN_TOKEN": "x" * 20}
+        )
+    with pytest.raises(ConfigError, match="cannot read MODELREG_ADMIN_TOKEN_FILE"):
+        load_settings(environ={"MODELREG_ADMIN_TOKEN_FILE": str(tmp_path / "missing")})
+
+
+def test_the_admin_token_may_be_given_by_its_sha256_alone() -> None:
+    import hashlib
+
+    digest = hashlib.sha256(b"some-admin-token-0123").hexdigest()
+
+    assert load_settings(environ={}, admin_token_sha256=digest).admin_token_digest == digest
+    assert load_settings(environ={}, admin_token="some-admin-token-0123").admin_token_digest == (
+        digest
+    )
+    with pytest.raises(ConfigError, match="admin_token_sha256"):
+        load_settings(environ={}, admin_token_sha256="not-hex")

@@ -7,7 +7,7 @@ for runs the policy admits, and since when a change of champion waits for them.
 Existing rows start with ``best_known`` false: their next upkeep ranks in full.
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0007
 Create Date: 2026-12-04 18:40:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision = "0004"
+down_revision = "0007"
 branch_labels = None
 depends_on = None
 
