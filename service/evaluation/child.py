@@ -20,9 +20,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from service.evaluation.host import UNREPORTED_EXIT, Limits, ModelRejected, load_model
+from service.evaluation.host import (
+    UNREPORTED_EXIT,
+    Limits,
+    ModelRejected,
+    load_model,
+    run_untrusted,
+)
 from service.evaluation.host import apply_limits as _apply_limits
-from service.evaluation.host import run_untrusted
 
 __all__ = ["UNREPORTED_EXIT", "Limits", "ModelRejected", "Spec", "load_model", "main"]
 

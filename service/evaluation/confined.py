@@ -60,7 +60,7 @@ _counter = iter(range(1 << 62))
 _counter_lock = threading.Lock()
 
 REFUSAL_HINT = (
-    "set evaluation_isolation = \"process\" (MODELREG_EVALUATION_ISOLATION=process) to "
+    'set evaluation_isolation = "process" (MODELREG_EVALUATION_ISOLATION=process) to '
     "evaluate with the weaker process level instead; see `modelreg doctor`"
 )
 
@@ -328,7 +328,8 @@ def probe(settings: Settings) -> list[Check]:
         Check(
             "bwrap",
             bwrap is not None,
-            bwrap or f"{settings.evaluation_bwrap!r} not found (Debian: apt-get install bubblewrap)",
+            bwrap
+            or f"{settings.evaluation_bwrap!r} not found (Debian: apt-get install bubblewrap)",
         )
     )
     if bwrap is not None:
@@ -394,7 +395,8 @@ class _Host:
         with _counter_lock:
             n = next(_counter)
         self.cgroup = Cgroup.create(settings, f"modelreg-sandbox-{os.getpid()}-{n}")
-        self.stderr: IO[bytes] = tempfile.TemporaryFile()
+        # Where bwrap says why it could not start; closed in stop().
+        self.stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115
         try:
             self.process = subprocess.Popen(
                 _in_cgroup(self.cgroup.procs, bwrap_command(settings, bwrap)),
@@ -466,10 +468,9 @@ class _Host:
                 return
             if tick is not None:
                 tick()
-            if not self.alive() and r:
-                # Nothing more will come once the pipe is drained.
-                if not select.select(r, [], [], 0)[0]:
-                    raise _HostGone("the sandbox host exited")
+            # Nothing more will come once the pipe is drained.
+            if r and not self.alive() and not select.select(r, [], [], 0)[0]:
+                raise _HostGone("the sandbox host exited")
 
     def _fill(self, size: int, deadline: float, tick: Callable[[], None] | None) -> None:
         while len(self.buffer) < size:
@@ -588,14 +589,14 @@ class Confined:
         except (_HostGone, ValueError) as exc:
             oom = host.cgroup.oom_kills() > oom_before
             self.close()
-            details = {"seconds": round(time.monotonic() - started, 3), "isolation": "strict"}
+            ended = {"seconds": round(time.monotonic() - started, 3), "isolation": "strict"}
             if oom:
-                return memory_outcome(self.limits, details)
+                return memory_outcome(self.limits, ended)
             return Outcome(
                 ok=False,
                 error="the evaluation's sandbox ended before it reported a result (the model's "
                 f"code killed it or broke it: {exc})",
-                details=details,
+                details=ended,
             )
         elapsed = time.monotonic() - started
         oom = host.cgroup.oom_kills() > oom_before
@@ -603,7 +604,8 @@ class Confined:
             self.close()  # a fresh host for the next job
         details: dict[str, Any] = {"seconds": round(elapsed, 3), "isolation": "strict"}
         exit_code = report.get("exit_code") if isinstance(report, dict) else None
-        details["exit_code"] = exit_code if isinstance(exit_code, int) else None
+        code = exit_code if isinstance(exit_code, int) else None
+        details["exit_code"] = code
         tail = report.get("output_tail") if isinstance(report, dict) else None
         if isinstance(tail, str) and tail:
             details["output_tail"] = tail[-2000:]
@@ -611,7 +613,6 @@ class Confined:
             return Outcome(ok=True, answer=answer, details=details)
         if oom:
             return memory_outcome(self.limits, details)
-        code = details["exit_code"]
         if code == 0:  # exited cleanly but said nothing (or too much)
             return Outcome(
                 ok=False,

@@ -39,13 +39,13 @@ from typing import Any
 # Preloaded for every job: importing them costs more than a small evaluation.
 import joblib
 import numpy
-import pandas  # noqa: F401
+import pandas
 import sklearn.ensemble
 import sklearn.linear_model
 import sklearn.metrics
 import sklearn.pipeline
 import sklearn.preprocessing
-import sklearn.tree  # noqa: F401
+import sklearn.tree
 
 LOADABLE = ("joblib", "pickle", "skops")
 # The child's exit status when it could not even send its answer (memory exhausted).
@@ -374,6 +374,20 @@ def _one_job(job: dict[str, Any], artifact: mmap.mmap, features: mmap.mmap) -> d
     return {"exit_code": code, "answer": answer, "output_tail": _log_tail()}
 
 
+def _warm() -> None:
+    """One small load-and-predict before the first job: pandas and scikit-learn import
+    modules and build caches lazily on first use; every child then inherits them."""
+    X = pandas.DataFrame({"a": [i % 7 + 0.5 for i in range(30)], "b": [i % 3 for i in range(30)]})
+    y = [i % 3 for i in range(30)]
+    buffer = io.BytesIO()
+    joblib.dump(sklearn.ensemble.RandomForestClassifier(n_estimators=3).fit(X, y), buffer)
+    buffer.seek(0)
+    predict(load_model(buffer, "joblib"), pickle.loads(pickle.dumps(X)), "classification")
+    regressor = sklearn.ensemble.RandomForestRegressor(n_estimators=2).fit(X, y)
+    predict(regressor, X, "regression")
+    encode_answer({"ok": True}, {"y_pred": numpy.zeros(3)})
+
+
 def serve() -> None:
     """The warm host: one job at a time from stdin, answers on stdout, until stdin ends."""
     _non_dumpable()
@@ -382,6 +396,7 @@ def serve() -> None:
     null = os.open("/dev/null", os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(null, fd)
+    _warm()
     for top in _SCRATCH:
         _wipe(top)
     initial = _state()

@@ -96,19 +96,29 @@ def _signal_name(number: int) -> str:
 
 
 class Sandbox:
-    """The production executor: one forked, limited child per evaluation."""
+    """The ``process`` level's executor: one forked, limited child per evaluation."""
+
+    isolation = "process"
 
     def __init__(
-        self, *, timeout: float, cpu_seconds: int, memory_mb: int, renew_every: float
+        self,
+        *,
+        timeout: float,
+        cpu_seconds: int,
+        memory_mb: int,
+        renew_every: float,
+        open_files: int = 256,
     ) -> None:
         self.timeout = timeout
-        self.limits = Limits(memory_mb=memory_mb, cpu_seconds=cpu_seconds)
+        self.limits = Limits(memory_mb=memory_mb, cpu_seconds=cpu_seconds, open_files=open_files)
         self.renew_every = renew_every
         self._ctx = _context()
 
     def warm(self) -> None:
         """Start the fork server now, so that the first job does not wait for it."""
         from multiprocessing import forkserver
+
+        import sklearn.metrics  # noqa: F401  the worker scores; import that once, too
 
         forkserver.ensure_running()
 

@@ -22,6 +22,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -34,9 +35,9 @@ from service import audit, champions, evaluations, jobs, logs, metrics
 from service.access import Caller
 from service.artifacts import ArtifactStore
 from service.config import Settings
+from service.dataset_content import load_xy
 from service.db.models import DatasetRevision, Evaluation, Job, Run, utcnow
 from service.db.session import Database
-from service.dataset_content import load_xy
 from service.evaluation.child import Limits, Spec
 from service.evaluation.sandbox import Executor, Outcome, Sandbox, score_answer
 from service.registry import lock_model
@@ -82,6 +83,7 @@ def process_sandbox_for(settings: Settings) -> Sandbox:
         cpu_seconds=settings.evaluation_cpu_seconds,
         memory_mb=settings.evaluation_memory_mb,
         renew_every=max(settings.job_lease_seconds / 3, 0.2),
+        open_files=settings.evaluation_open_files,
     )
 
 
@@ -117,6 +119,7 @@ class Worker:
         max_jobs: int | None = None,
         until_idle: bool = False,
         parent_pid: int | None = None,
+        ready: Callable[[], None] | None = None,
     ) -> int:
         """Process jobs until ``stop`` is set (or the queue is empty, or ``max_jobs``).
 
@@ -128,6 +131,8 @@ class Worker:
         warm = getattr(self.executor, "warm", None)
         if warm is not None:
             warm()
+        if ready is not None:
+            ready()
         done = 0
         while not stop.is_set() and (max_jobs is None or done < max_jobs):
             if parent_pid is not None and os.getppid() != parent_pid:
