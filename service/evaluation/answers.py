@@ -100,12 +100,18 @@ def _reasons(header: dict[str, Any]) -> dict[str, str]:
     return {str(k): str(v)[:500] for k, v in missing.items() if k in ("proba", "classes")}
 
 
+def _reasons_any(header: dict[str, Any]) -> dict[str, str]:
+    missing = header.get("missing", {})
+    return {str(k): str(v)[:500] for k, v in missing.items()} if isinstance(missing, dict) else {}
+
+
 def scores_of(answer: Answer, task: str, y_true: Any) -> Scores:
     """Check the predictions against the test set's shape and score them; :class:`Malformed`."""
     rows = len(y_true)
     y_pred = answer.arrays.get("y_pred")
     if y_pred is None:
-        raise Malformed("the model's answer has no predictions")
+        reason = _reasons_any(answer.header).get("y_pred", "none were sent")
+        raise Malformed(f"the model's predictions are not usable: {reason}")
     if y_pred.ndim == 2 and y_pred.shape[1] == 1:
         y_pred = y_pred.ravel()
     if y_pred.ndim != 1 or y_pred.shape[0] != rows:

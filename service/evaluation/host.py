@@ -27,6 +27,7 @@ import mmap
 import os
 import pickle
 import resource
+import select
 import signal
 import struct
 import sys
@@ -140,8 +141,14 @@ def encode_answer(header: dict[str, Any], arrays: dict[str, Any]) -> bytes:
         if name not in arrays:
             continue
         buffer = io.BytesIO()
+        array = arrays[name]
+        if array.dtype.hasobject:  # string labels come back as objects: send them as text
+            with contextlib.suppress(Exception):
+                plain = numpy.array(array.tolist())
+                if plain.dtype.kind in "biufU" and plain.shape == array.shape:
+                    array = plain
         try:
-            numpy.save(buffer, arrays[name], allow_pickle=False)
+            numpy.save(buffer, array, allow_pickle=False)
         except ValueError as exc:
             refused[name] = f"not a plain array ({exc})"[:500]
             continue
@@ -343,22 +350,40 @@ def _log_tail() -> str:
 
 
 def _collect(pid: int, read_fd: int, max_bytes: int) -> tuple[bytes | None, int]:
-    """The child's answer (``None`` if too large) and its exit status."""
+    """The child's answer (``None`` if too large) and its exit status.
+
+    Read until the child has exited, not until end of file: a process it left behind
+    may hold the pipe open (the host kills those afterwards).
+    """
     chunks: list[bytes] = []
     size = 0
+    status: int | None = None
+    os.set_blocking(read_fd, False)
     while True:
-        chunk = os.read(read_fd, 1 << 20)
-        if not chunk:
-            break
-        size += len(chunk)
+        readable = select.select([read_fd], [], [], 0.05)[0]
+        if not readable:
+            done, found = os.waitpid(pid, os.WNOHANG)
+            if done == 0:
+                continue
+            status = found
+        try:
+            while chunk := os.read(read_fd, 1 << 20):
+                size += len(chunk)
+                if size > max_bytes:
+                    break
+                chunks.append(chunk)
+            else:
+                if status is None:  # end of file: the child closed it, it ends soon
+                    status = os.waitpid(pid, 0)[1]
+        except BlockingIOError:
+            pass
         if size > max_bytes:
-            chunks = []
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+            status = os.waitpid(pid, 0)[1] if status is None else status
+        if status is not None:
             break
-        chunks.append(chunk)
     os.close(read_fd)
-    _, status = os.waitpid(pid, 0)
     code = os.waitstatus_to_exitcode(status)
     return (b"".join(chunks) if size <= max_bytes else None), code
 

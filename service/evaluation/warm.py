@@ -28,7 +28,7 @@ def _warm() -> None:
         X, y = load_xy(data, "csv", "target")
         model = Path(tmp, "model.joblib")
         joblib.dump(RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y), model)
-        arrays, missing = predict(joblib.load(model), X, "classification")
+        arrays, _ = predict(joblib.load(model), X, "classification")
         score("classification", y.to_numpy(), arrays["y_pred"], arrays["proba"], arrays["classes"])
         regressor = RandomForestRegressor(n_estimators=2, random_state=0).fit(X, y.astype(float))
         arrays, _ = predict(regressor, X, "regression")
