@@ -112,14 +112,17 @@ class Cgroup:
     otherwise v1's ``memory`` and ``pids`` hierarchies.
     """
 
-    def __init__(self, dirs: list[Path], version: int) -> None:
+    def __init__(self, dirs: list[Path], version: int, events: Path | None = None) -> None:
         self.dirs = dirs
         self.version = version
+        self.events = events or (dirs[0] / "memory.events" if dirs else None)
 
     @classmethod
     def create(cls, settings: Settings, name: str) -> Cgroup:
         memory = settings.evaluation_memory_mb * 1024 * 1024
         pids = settings.evaluation_max_processes
+        if settings.evaluation_cgroup == "container":
+            return cls._container()
         try:
             if (_CGROUP / "cgroup.controllers").exists() or settings.evaluation_cgroup:
                 base = Path(settings.evaluation_cgroup or _CGROUP / _own_cgroup(None).lstrip("/"))
@@ -143,15 +146,33 @@ class Cgroup:
         except (OSError, ValueError) as exc:
             raise StrictUnavailable(f"cannot create the sandbox's cgroup: {exc}") from exc
 
+    @classmethod
+    def _container(cls) -> Cgroup:
+        """``evaluation_cgroup = "container"``: the container's own cgroup (v2, its
+        namespace's root) is the limit; it must have a memory and a pids limit."""
+        for name in ("memory.max", "pids.max"):
+            try:
+                value = (_CGROUP / name).read_text().strip()
+            except OSError as exc:
+                raise StrictUnavailable(f"cannot read the container's {name}: {exc}") from exc
+            if value == "max":
+                raise StrictUnavailable(
+                    f"the container has no {name.split('.')[0]} limit ({name} is max): set "
+                    "mem_limit and pids_limit (compose) or --memory and --pids-limit"
+                )
+        return cls([], 2, events=_CGROUP / "memory.events")
+
     @property
     def procs(self) -> list[str]:
         return [str(d / "cgroup.procs") for d in self.dirs]
 
     def oom_kills(self) -> int:
         """How often the kernel killed a process of the sandbox for memory."""
-        name = "memory.events" if self.version == 2 else "memory.oom_control"
+        source = self.events if self.version == 2 else self.dirs[0] / "memory.oom_control"
+        if source is None:
+            return 0
         try:
-            for line in (self.dirs[0] / name).read_text().splitlines():
+            for line in source.read_text().splitlines():
                 key, _, value = line.partition(" ")
                 if key == "oom_kill":
                     return int(value)
@@ -163,6 +184,8 @@ class Cgroup:
 
     def kill(self) -> None:
         """SIGKILL every process in the cgroup, until it is empty."""
+        if not self.dirs:  # the container's cgroup: bwrap's end takes the sandbox with it
+            return
         for _ in range(100):
             left = set()
             for procs in self.procs:
@@ -364,7 +387,7 @@ def probe(settings: Settings) -> list[Check]:
         checks.append(Check("cgroup memory", False, str(exc)))
         checks.append(Check("cgroup pids", False, str(exc)))
     else:
-        where = ", ".join(str(d) for d in group.dirs)
+        where = ", ".join(str(d) for d in group.dirs) or "the container's own (mem_limit)"
         checks.append(Check("cgroup memory", True, f"cgroup v{group.version}: {where}"))
         checks.append(Check("cgroup pids", True, f"pids.max {settings.evaluation_max_processes}"))
         group.remove()
