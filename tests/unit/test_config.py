@@ -67,3 +67,11 @@ def test_boolean_settings_read_the_usual_spellings(raw: str, expected: bool) -> 
 
 def test_the_access_log_is_off_unless_asked_for() -> None:
     assert load_settings(environ={}).access_log is False
+
+
+def test_evaluations_are_strictly_isolated_unless_the_process_level_is_chosen() -> None:
+    assert load_settings(environ={}).evaluation_isolation == "strict"
+    chosen = load_settings(environ={"MODELREG_EVALUATION_ISOLATION": "process"})
+    assert chosen.evaluation_isolation == "process"
+    with pytest.raises(ConfigError, match="evaluation_isolation"):
+        load_settings(environ={"MODELREG_EVALUATION_ISOLATION": "none"})
