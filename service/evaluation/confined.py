@@ -127,6 +127,7 @@ class Cgroup:
             if (_CGROUP / "cgroup.controllers").exists() or settings.evaluation_cgroup:
                 base = Path(settings.evaluation_cgroup or _CGROUP / _own_cgroup(None).lstrip("/"))
                 _delegate(base)
+                _remove_stale(base)
                 group = base / name
                 group.mkdir(exist_ok=True)
                 _write(group / "memory.max", str(memory))
@@ -136,6 +137,8 @@ class Cgroup:
                 return cls([group], 2)
             mem = _CGROUP / "memory" / _own_cgroup("memory").lstrip("/") / name
             pid = _CGROUP / "pids" / _own_cgroup("pids").lstrip("/") / name
+            for parent in (mem.parent, pid.parent):
+                _remove_stale(parent)
             mem.mkdir(exist_ok=True)
             pid.mkdir(exist_ok=True)
             _write(mem / "memory.limit_in_bytes", str(memory))
@@ -213,6 +216,17 @@ class Cgroup:
                     break
                 except OSError:
                     time.sleep(0.02)
+
+
+def _remove_stale(parent: Path) -> None:
+    """Empty sandbox cgroups of workers that were killed before they could remove them."""
+    with contextlib.suppress(OSError):
+        for found in parent.glob("modelreg-sandbox-*-*"):
+            pid = found.name.split("-")[2]
+            if not pid.isdigit() or Path(f"/proc/{pid}").exists():
+                continue
+            with contextlib.suppress(OSError):
+                found.rmdir()  # refused while a process is still in it
 
 
 def _delegate(base: Path) -> None:
