@@ -35,6 +35,7 @@ import io
 import json
 import multiprocessing
 import os
+import pickle
 import platform
 import random
 import shutil
@@ -62,11 +63,14 @@ from sklearn.model_selection import train_test_split
 from service import champion_reads
 from service.app import create_app
 from service.config import Settings, load_settings
+from service.dataset_content import load_xy
 from service.db import migrate
 from service.errors import NoEligibleModel, NotFound
+from service.evaluation.answers import decode
 from service.evaluation.child import Spec
+from service.evaluation.confined import confined_for
 from service.evaluation.sandbox import Executor, InProcess, Outcome
-from service.evaluation.worker import Worker, sandbox_for
+from service.evaluation.worker import Worker, process_sandbox_for
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -86,7 +90,9 @@ WAIT_S = 60.0  # bound of every wait for a job or a champion
 # The API's admin token in the benchmark's apps (MODELREG_ADMIN_TOKEN); never a real one.
 ADMIN_TOKEN = "bench-admin-token-not-for-production"
 # Databases (SQLite: files in ``runs-<n>/``), one per lane and one for latency.
-DB_SANDBOX, DB_INPROCESS, DB_LATENCY = 1, 2, 3
+DB_SANDBOX, DB_INPROCESS, DB_LATENCY, DB_STRICT = 1, 2, 3, 4
+# The strict level (bubblewrap) against the process level (fork server), per job.
+TARGET_STRICT_RATIO = 1.5
 
 
 # -- data ------------------------------------------------------------------------------
@@ -260,7 +266,7 @@ class Timed:
         started = time.perf_counter()
         outcome = self.inner.run(spec, workdir, keep_alive)
         wall = time.perf_counter() - started
-        seconds = outcome.details.get("seconds")
+        seconds = decode(outcome.answer).header.get("seconds") if outcome.answer else None
         inner = sum(seconds.values()) if isinstance(seconds, dict) else float("nan")
         self.calls.append((wall, inner))
         return outcome
@@ -310,7 +316,11 @@ def throughput(
     lanes: list[Lane] = []
     registries: list[Registry] = []
     try:
-        lane_setup = (("sandbox", DB_SANDBOX, None), ("in-process", DB_INPROCESS, InProcess()))
+        lane_setup: tuple[tuple[str, int, Executor | None], ...] = (
+            ("sandbox", DB_SANDBOX, None),
+            ("in-process", DB_INPROCESS, InProcess()),
+            ("strict", DB_STRICT, None),
+        )
         for name, tag, executor in lane_setup:
             data_dir = root / f"runs-{tag}"
             data_dir.mkdir(parents=True)
@@ -321,8 +331,11 @@ def throughput(
             for n in order:
                 reg.register(wine, n)
             log(f"{name}: {total} runs registered in {time.perf_counter() - started:.1f} s")
-            lanes.append(Lane(name, reg, Timed(executor or sandbox_for(reg.settings))))
-        sandbox, inproc = lanes
+            if executor is None:
+                level = process_sandbox_for if name == "sandbox" else confined_for
+                executor = level(reg.settings)
+            lanes.append(Lane(name, reg, Timed(executor)))
+        sandbox, inproc, strict = lanes
         # Cold jobs first: the sandbox's fork server starts (and preloads) on its first job.
         for lane in lanes:
             lane.cold_ms = lane.one() * 1000
@@ -333,7 +346,10 @@ def throughput(
         r = 0
         while len(sandbox.round_s) < args.rounds and left >= per_round:
             calm = quiet.wait()
-            pair = [sandbox, inproc] if r % 2 == 0 else [inproc, sandbox]
+            pair = [sandbox, inproc, strict]
+            pair = pair[r % 3 :] + pair[: r % 3]
+            if r % 2:
+                pair.reverse()
             got = {lane.name: lane.round(per_round) for lane in pair}
             left -= per_round
             r += 1
@@ -352,10 +368,13 @@ def throughput(
             log(
                 f"round {len(sandbox.round_s)}/{args.rounds}: sandbox "
                 f"{sandbox.round_s[-1] * 1000 / per_round:.0f} ms/job, in-process "
-                f"{inproc.round_s[-1] * 1000 / per_round:.0f} ms/job"
+                f"{inproc.round_s[-1] * 1000 / per_round:.0f} ms/job, strict "
+                f"{strict.round_s[-1] * 1000 / per_round:.0f} ms/job"
             )
         quiet.disturbed_kept += disturbed
         check_same_values(sandbox.registry, inproc.registry)
+        check_same_values(strict.registry, inproc.registry)
+        strict_ratios = [s / p for s, p in zip(strict.round_s, sandbox.round_s, strict=True)]
         bare = bare_child_ms(args.bare_children)
         per_lane = {lane.name: lane_summary(lane, per_round) for lane in lanes}
         ratios = [s / i for s, i in zip(sandbox.round_s, inproc.round_s, strict=True)]
@@ -367,6 +386,9 @@ def throughput(
             "ratio_total": total_ratio,
             "ratio_median_of_rounds": statistics.median(ratios),
             "ratio_rounds": [round(x, 3) for x in ratios],
+            "strict_ratio_total": sum(strict.round_s) / sum(sandbox.round_s),
+            "strict_ratio_median_of_rounds": statistics.median(strict_ratios),
+            "strict_ratio_rounds": [round(x, 3) for x in strict_ratios],
             "bare_child_ms": bare,
             "runs_registered": total,
         }
@@ -552,11 +574,14 @@ def profile(args: argparse.Namespace, root: Path, wine: Wine, quiet: Quiet) -> d
     probe_dir.mkdir()
     dataset = probe_dir / "wine-holdout.csv"
     dataset.write_bytes(wine.csv_bytes)
+    features = probe_dir / "features.pkl"
+    X, _ = load_xy(dataset, "csv", "target")
+    features.write_bytes(pickle.dumps(X))
     specs = []
     for n in FORESTS:
         artifact = probe_dir / f"forest-{n}.joblib"
         artifact.write_bytes(wine.artifacts[n])
-        spec = Spec(str(artifact), "joblib", str(dataset), "csv", "target", "classification")
+        spec = Spec(str(artifact), "joblib", str(features), "classification")
         specs.append(json.dumps(asdict(spec)))
     got: dict[str, list[dict[str, Any]]] = {v: [] for v in PROBE_VARIANTS}
     variants = list(PROBE_VARIANTS)
@@ -699,6 +724,12 @@ def report(doc: dict[str, Any]) -> str:
         f"{TARGET_RATIO}  {'PASS' if ratio <= TARGET_RATIO else 'FAIL'}",
         f"  median of the rounds' ratios                 {tp['ratio_median_of_rounds']:6.2f}"
         f"  (rounds: {', '.join(f'{x:.2f}' for x in tp['ratio_rounds'])})",
+        f"  strict (bubblewrap) / sandbox (process level) {tp['strict_ratio_total']:6.2f}  "
+        f"target <= {TARGET_STRICT_RATIO}  "
+        f"{'PASS' if tp['strict_ratio_total'] <= TARGET_STRICT_RATIO else 'FAIL'}",
+        f"  median of the rounds' strict ratios          "
+        f"{tp['strict_ratio_median_of_rounds']:6.2f}"
+        f"  (rounds: {', '.join(f'{x:.2f}' for x in tp['strict_ratio_rounds'])})",
     ]
     return "\n".join(lines)
 
@@ -780,7 +811,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="seconds, in all, to wait for other processes to leave the CPUs alone",
     )
     p.add_argument("--skip-latency", action="store_true")
-    p.add_argument("--no-profile", action="store_true", help="skip evalprobe.py's breakdown")
+    p.add_argument(
+        "--profile", action="store_true", help="add evalprobe.py's breakdown (process level)"
+    )
     p.add_argument("--profile-reps", type=int, default=2, help="processes per probe variant")
     p.add_argument("--profile-jobs", type=int, default=15, help="jobs per probe process")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
@@ -805,7 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         quiet = Quiet(budget_s=args.max_wait)
         tp = throughput(args, dbs, root, wine, quiet)
         lat = {} if args.skip_latency else latency(args, dbs, root, wine, quiet)
-        prof = {} if args.no_profile else profile(args, root, wine, quiet)
+        prof = profile(args, root, wine, quiet) if args.profile else {}
         doc = {
             "config": {
                 "database": args.database, "jobs": args.jobs, "rounds": args.rounds,

@@ -35,17 +35,17 @@ def probe_child(conn: Any, spec_fields: dict[str, Any]) -> None:
     import resource
     import time
 
-    from service.evaluation.child import Spec, evaluate
+    from service.evaluation.child import Spec, answer_of
 
     before = set(sys.modules)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     started = time.perf_counter()
-    evaluate(Spec(**spec_fields))
+    answer_of(Spec(**spec_fields))
     first = time.perf_counter() - started
     faults_first = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
     imported = sorted(set(sys.modules) - before)
     started = time.perf_counter()
-    evaluate(Spec(**spec_fields))
+    answer_of(Spec(**spec_fields))
     second = time.perf_counter() - started
     conn.send(
         {
@@ -69,6 +69,7 @@ def run(variant: str, jobs: int, specs: list[dict[str, Any]]) -> dict[str, Any]:
     import time
     from pathlib import Path
 
+    from service.evaluation.answers import decode
     from service.evaluation.child import Spec
     from service.evaluation.sandbox import Executor, InProcess, Sandbox, _preload
 
@@ -94,10 +95,10 @@ def run(variant: str, jobs: int, specs: list[dict[str, Any]]) -> dict[str, Any]:
         started = time.perf_counter()
         outcome = executor.run(Spec(**spec), workdir, lambda: True)
         wall = time.perf_counter() - started
-        if not outcome.ok:
+        if not outcome.ok or outcome.answer is None:
             raise RuntimeError(f"{variant}: {outcome.error} {outcome.details}")
-        seconds = outcome.details["seconds"]
-        return wall * 1000, (seconds["load"] + seconds["score"]) * 1000
+        seconds = decode(outcome.answer).header["seconds"]
+        return wall * 1000, (seconds["load"] + seconds["predict"]) * 1000
 
     try:
         cold, _ = one(specs[0])

@@ -23,7 +23,7 @@ import joblib
 from sklearn.ensemble import RandomForestClassifier
 
 from service.dataset_content import load_xy
-from service.evaluation.metrics import score
+from service.evaluation.host import predict
 
 
 def _warm() -> None:
@@ -34,7 +34,7 @@ def _warm() -> None:
         X, y = load_xy(data, "csv", "target")
         model = Path(tmp, "model.joblib")
         joblib.dump(RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y), model)
-        score("classification", joblib.load(model), X, y)
+        predict(joblib.load(model), X, "classification")
 
 
 _warm()

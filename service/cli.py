@@ -18,7 +18,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import commands, logs, secrets, serving
+from service import commands, logs, secrets, serving, serving_state
 from service.config import Settings, load_settings
 from service.db import migrate
 from service.errors import ConfigError
@@ -87,11 +87,45 @@ def main() -> None:
     """modelreg: model registry and promotion service."""
 
 
+def _refuse_without_isolation(settings: Settings) -> None:
+    """serve with an embedded worker: fail at once, not in a restart loop, without strict."""
+    from service.evaluation.confined import level_that_runs, probe
+
+    if settings.evaluation_isolation == "process":
+        return
+    level, reason = level_that_runs(settings, probe(settings))
+    if level is None:
+        raise click.ClickException(f"the embedded evaluation worker refuses to start: {reason}")
+
+
+@main.command()
+def doctor() -> None:
+    """Check what the evaluation sandbox needs: bwrap, user namespaces, cgroups.
+
+    Prints each check and the isolation level a worker would run at here; exits 1
+    when a worker would refuse to start (strict configured but not available).
+    """
+    from service.evaluation.confined import level_that_runs, probe
+
+    settings = _settings()
+    checks = probe(settings)
+    width = max(len(c.name) for c in checks)
+    for check in checks:
+        click.echo(f"{check.name:<{width}}  {'ok  ' if check.ok else 'FAIL'}  {check.detail}")
+    level, reason = level_that_runs(settings, checks)
+    click.echo(f"{'level':<{width}}  {level or 'none'}  ({reason})")
+    if level is None:
+        sys.exit(1)
+
+
 @main.command()
 @click.option("--once", is_flag=True, help="process the jobs waiting now, then exit")
 @click.option("--max-jobs", type=int, default=None, help="exit after this many jobs")
 @click.option("--parent-pid", type=int, default=None, hidden=True)
-def worker(once: bool, max_jobs: int | None, parent_pid: int | None) -> None:
+@click.option("--state-file", default=None, hidden=True)
+def worker(
+    once: bool, max_jobs: int | None, parent_pid: int | None, state_file: str | None
+) -> None:
     """Run an evaluation worker: claim jobs, evaluate in a sandbox, store results.
 
     Start any number, on any machines that share the database and artifact store.
@@ -99,7 +133,7 @@ def worker(once: bool, max_jobs: int | None, parent_pid: int | None) -> None:
     """
     from service.artifacts import LocalArtifactStore
     from service.db.session import Database
-    from service.evaluation.worker import Worker
+    from service.evaluation.worker import Worker, sandbox_for
 
     settings = _settings()
     url = settings.resolved_database_url
@@ -108,12 +142,26 @@ def worker(once: bool, max_jobs: int | None, parent_pid: int | None) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    db = Database(url, settle_seconds=settings.settle_seconds)
-    w = Worker(db, LocalArtifactStore(settings.resolved_artifact_root), settings)
-    click.echo(f"modelreg worker {w.name} on {_safe_url(url)}", err=True)
+    from service.evaluation.confined import StrictUnavailable
+
     try:
-        w.run(stop, max_jobs=max_jobs, until_idle=once, parent_pid=parent_pid)
+        executor = sandbox_for(settings)
+    except StrictUnavailable as exc:
+        raise click.ClickException(f"the worker refuses to start: {exc}") from None
+    db = Database(url, settle_seconds=settings.settle_seconds)
+    w = Worker(db, LocalArtifactStore(settings.resolved_artifact_root), settings, executor=executor)
+    click.echo(f"modelreg worker {w.name} on {_safe_url(url)} (isolation: {w.isolation})", err=True)
+
+    def ready() -> None:
+        if state_file is not None:
+            serving_state.update(state_file, state="ready", pid=os.getpid(), isolation=w.isolation)
+
+    try:
+        w.run(stop, max_jobs=max_jobs, until_idle=once, parent_pid=parent_pid, ready=ready)
     finally:
+        close = getattr(executor, "close", None)
+        if close is not None:
+            close()
         db.dispose()
 
 
@@ -171,6 +219,8 @@ def serve(
             f"--insecure-no-auth serves without access control: bind it to a loopback "
             f"address (127.0.0.1, ::1, localhost), not {settings.host!r}"
         )
+    if settings.runs_worker_in_serve:
+        _refuse_without_isolation(settings)
     serving.observability()
     url = settings.resolved_database_url
     _prepare_database(settings)

@@ -54,6 +54,12 @@ class Settings:
     evaluation_timeout: int
     evaluation_cpu_seconds: int
     evaluation_memory_mb: int
+    evaluation_isolation: str
+    evaluation_bwrap: str
+    evaluation_cgroup: str
+    evaluation_scratch_mb: int
+    evaluation_max_processes: int
+    evaluation_open_files: int
     job_lease_seconds: int
     job_max_attempts: int
     worker_poll_ms: int
@@ -191,6 +197,9 @@ _POSITIVE = (
     "evaluation_timeout",
     "evaluation_cpu_seconds",
     "evaluation_memory_mb",
+    "evaluation_scratch_mb",
+    "evaluation_max_processes",
+    "evaluation_open_files",
     "job_lease_seconds",
     "job_max_attempts",
     "worker_poll_ms",
@@ -239,6 +248,11 @@ def _check(settings: Settings) -> None:
         r"[0-9a-fA-F]{64}", settings.admin_token_sha256
     ):
         raise ConfigError("setting 'admin_token_sha256' must be a SHA-256 digest (64 hex digits)")
+    if settings.evaluation_isolation not in ("strict", "process"):
+        raise ConfigError(
+            "setting 'evaluation_isolation' must be strict or process, got "
+            f"{settings.evaluation_isolation!r}"
+        )
     if settings.serve_worker not in ("auto", "true", "false"):
         raise ConfigError(
             f"setting 'serve_worker' must be auto, true or false, got {settings.serve_worker!r}"

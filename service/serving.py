@@ -10,12 +10,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from service import logs
+from service import logs, serving_state
 from service.config import ENV_PREFIX, Settings
 from service.malloc import tune_for_streaming
 
@@ -57,25 +59,97 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
 
 def run(settings: Settings) -> None:
     """Serve until gunicorn stops, with the evaluation worker if the settings want one."""
-    worker_process = start_worker(settings) if settings.runs_worker_in_serve else None
+    supervisor = Supervisor(settings) if settings.runs_worker_in_serve else None
+    if supervisor is not None:
+        supervisor.start()  # before gunicorn forks: its workers inherit the state file's path
     # Before gunicorn forks its workers: they inherit the settings.
     tune_for_streaming()
     try:
         GunicornApp(settings, gunicorn_options(settings)).run()
     finally:
-        if worker_process is not None:
-            stop_worker(worker_process)
+        if supervisor is not None:
+            supervisor.stop()
 
 
-def start_worker(settings: Settings) -> subprocess.Popen[bytes]:
+def start_worker(settings: Settings, state_file: str | None = None) -> subprocess.Popen[bytes]:
     """The embedded default's worker, beside gunicorn; it stops when serve does."""
     env = dict(os.environ)
     env[f"{ENV_PREFIX}DATABASE_URL"] = settings.resolved_database_url
     env[f"{ENV_PREFIX}ARTIFACT_ROOT"] = str(settings.resolved_artifact_root)
-    return subprocess.Popen(
-        [sys.executable, "-m", "service", "worker", "--parent-pid", str(os.getpid())],
-        env=env,
-    )
+    command = [sys.executable, "-m", "service", "worker", "--parent-pid", str(os.getpid())]
+    if state_file is not None:
+        command += ["--state-file", state_file]
+    return subprocess.Popen(command, env=env)
+
+
+class Supervisor:
+    """Keeps serve's evaluation worker running: restarted when it dies, with backoff.
+
+    The delay doubles from 1 s up to 30 s while the worker keeps dying young, and
+    starts again at 1 s once it has run for a minute. ``/readyz`` answers 503 while
+    it is not running (:mod:`service.serving_state`).
+    """
+
+    FIRST_DELAY = 1.0
+    MAX_DELAY = 30.0
+    HEALTHY_AFTER = 60.0
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._dir = tempfile.mkdtemp(prefix="modelreg-serve-")
+        self.state_file = str(Path(self._dir) / "embedded-worker.json")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="worker-supervisor", daemon=True)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+        owner = os.getpid()
+
+        def remove() -> None:
+            if os.getpid() == owner:
+                shutil.rmtree(self._dir, ignore_errors=True)
+
+        atexit.register(remove)
+
+    def start(self) -> None:
+        os.environ[serving_state.STATE_ENV] = self.state_file
+        self._spawn()
+        self._thread.start()
+
+    def _spawn(self) -> None:
+        serving_state.write(self.state_file, state="starting", restarts=self.restarts)
+        self.process = start_worker(self.settings, self.state_file)
+        self._started = time.monotonic()
+
+    def _loop(self) -> None:
+        delay = self.FIRST_DELAY
+        while not self._stop.wait(0.2):
+            process = self.process
+            # gunicorn's master reaps every child on SIGCHLD: poll() then sees a
+            # vanished process as ended, which is what matters here.
+            if process is None or process.poll() is None:
+                continue
+            ran = time.monotonic() - self._started
+            delay = self.FIRST_DELAY if ran >= self.HEALTHY_AFTER else delay
+            serving_state.write(
+                self.state_file, state="down", restarts=self.restarts, exit_code=process.returncode
+            )
+            logging.getLogger("modelreg.serve").warning(
+                "the evaluation worker exited (status %s) after %.1f s; restarting in %.0f s",
+                process.returncode,
+                ran,
+                delay,
+            )
+            if self._stop.wait(delay):
+                return
+            delay = min(delay * 2, self.MAX_DELAY)
+            self.restarts += 1
+            self._spawn()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        if self.process is not None:
+            stop_worker(self.process)
 
 
 # prometheus-client's multiprocess mode (service.metrics): read when it is first imported,

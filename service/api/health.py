@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
+from service import serving_state
 from service.api.common import ctx
 from service.api.errors import error_response
 
@@ -22,4 +23,22 @@ def readyz() -> Response:
         ctx().db.ping()
     except SQLAlchemyError:
         return error_response(503, "unavailable", "the database is unreachable")
-    return jsonify({"status": "ready"})
+    embedded = serving_state.embedded_worker()
+    if embedded is None:
+        isolation = ctx().settings.evaluation_isolation
+        return jsonify(
+            {"status": "ready", "evaluation": {"isolation": isolation, "embedded_worker": None}}
+        )
+    if not embedded.ready:
+        return error_response(
+            503,
+            "unavailable",
+            f"the embedded evaluation worker is not running ({embedded.state}); serve restarts it",
+            {"embedded_worker": embedded.state, "restarts": embedded.restarts},
+        )
+    return jsonify(
+        {
+            "status": "ready",
+            "evaluation": {"isolation": embedded.isolation, "embedded_worker": "ready"},
+        }
+    )

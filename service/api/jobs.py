@@ -34,6 +34,13 @@ class JobSchema(ma.Schema):
     attempts = ma.fields.Integer()
     max_attempts = ma.fields.Integer()
     worker = ma.fields.String(allow_none=True)
+    isolation = ma.fields.String(
+        allow_none=True,
+        metadata={
+            "description": "the isolation level the evaluation ran at: strict (bubblewrap "
+            "sandbox) or process (forked child with limits only); null until it ran"
+        },
+    )
     error = ma.fields.Function(
         lambda j: redaction.job_error(j.error, admin=_admin()),
         allow_none=True,

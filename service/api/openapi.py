@@ -99,6 +99,32 @@ _STATUS_SCHEMA = {
     "additionalProperties": False,
 }
 
+_READY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["status", "evaluation"],
+    "properties": {
+        "status": {"type": "string"},
+        "evaluation": {
+            "type": "object",
+            "required": ["isolation", "embedded_worker"],
+            "properties": {
+                "isolation": {
+                    "type": "string",
+                    "description": "strict or process: the level serve's evaluation worker runs "
+                    "at, or (without one) the configured evaluation_isolation",
+                },
+                "embedded_worker": {
+                    "type": ["string", "null"],
+                    "description": "ready while serve's own evaluation worker runs; null "
+                    "when serve runs none (workers are separate processes)",
+                },
+            },
+            "additionalProperties": False,
+        },
+    },
+    "additionalProperties": False,
+}
+
 # Routes that flask-smorest does not document, by endpoint (or by path: ``/metrics``
 # belongs to whichever blueprint serves it).
 _EXTRA: dict[str, dict[str, Any]] = {
@@ -113,12 +139,12 @@ _EXTRA: dict[str, dict[str, Any]] = {
         },
     },
     "health.readyz": {
-        "summary": "Readiness: the database is reachable",
+        "summary": "Readiness: the database is reachable (and serve's evaluation worker runs)",
         "tags": ["health"],
         "responses": {
             "200": {
                 "description": "ready",
-                "content": {"application/json": {"schema": {**_STATUS_SCHEMA}}},
+                "content": {"application/json": {"schema": _READY_SCHEMA}},
             },
             "503": {"description": _ERRORS["503"]},
         },

@@ -36,24 +36,20 @@ def _few(labels: set[Any]) -> str:
     return ", ".join(sorted(map(str, labels))[:10])
 
 
-def _classification(model: Any, X: Any, y: Any) -> dict[str, Callable[[], float]]:
+def _classification(
+    y: Any, y_pred: Any, proba: Any, labels_of_model: Any, missing: dict[str, str]
+) -> dict[str, Callable[[], float]]:
     from sklearn import metrics as m
 
-    y_pred = model.predict(X)
-    proba: list[Any] = []
-
     def probabilities() -> Any:
-        if not hasattr(model, "predict_proba"):
-            raise Skip("the model has no predict_proba")
-        if not proba:
-            proba.append(model.predict_proba(X))
-        return proba[0]
+        if proba is None:
+            raise Skip(missing.get("proba", "the model has no predict_proba"))
+        return proba
 
     def classes() -> list[Any]:
-        found = getattr(model, "classes_", None)
-        if found is None:
-            raise Skip("the model has no classes_")
-        return list(found)
+        if labels_of_model is None:
+            raise Skip(missing.get("classes", "the model has no classes_"))
+        return list(labels_of_model)
 
     def roc_auc() -> float:
         p, labels = probabilities(), classes()
@@ -91,10 +87,8 @@ def _classification(model: Any, X: Any, y: Any) -> dict[str, Callable[[], float]
     }
 
 
-def _regression(model: Any, X: Any, y: Any) -> dict[str, Callable[[], float]]:
+def _regression(y: Any, y_pred: Any) -> dict[str, Callable[[], float]]:
     from sklearn import metrics as m
-
-    y_pred = model.predict(X)
 
     def r2() -> float:
         if len(y) < 2:
@@ -108,16 +102,28 @@ def _regression(model: Any, X: Any, y: Any) -> dict[str, Callable[[], float]]:
     }
 
 
-def score(task: str, model: Any, X: Any, y: Any) -> Scores:
-    """Every metric of ``task`` for ``model`` on ``(X, y)``.
+def score(
+    task: str,
+    y_true: Any,
+    y_pred: Any,
+    proba: Any = None,
+    classes: Any = None,
+    missing: dict[str, str] | None = None,
+) -> Scores:
+    """Every metric of ``task`` for predictions ``y_pred`` against the labels ``y_true``.
 
-    ``model.predict`` failing is the caller's error to report (nothing can be
-    scored); one metric failing only skips that metric.
+    ``proba`` (``predict_proba``'s output) and ``classes`` (the model's ``classes_``)
+    feed the metrics that need them; when one is ``None``, ``missing`` says why and
+    those metrics are skipped with that reason. One metric failing only skips it.
+    The caller (the trusted worker) checked lengths and types; the model never sees
+    ``y_true``.
     """
-    builders = {"classification": _classification, "regression": _regression}
-    if task not in builders:
+    if task not in TASKS:
         raise ValueError(f"unknown task {task!r}")
-    computations = builders[task](model, X, y)
+    if task == "classification":
+        computations = _classification(y_true, y_pred, proba, classes, missing or {})
+    else:
+        computations = _regression(y_true, y_pred)
     scores = Scores()
     for name, compute in computations.items():
         try:

@@ -1,24 +1,26 @@
-"""Run an evaluation in a child process with limits on wall time, CPU time and memory.
+"""The ``process`` isolation level, and what every level shares.
 
 Loading a joblib or pickle artifact runs code. The worker therefore never loads
-one itself: every evaluation runs in a fresh child forked from a fork server that
-has the scientific stack preloaded (a fork costs milliseconds, an import of
-scikit-learn a second). The child gets its own process group, an address-space
-limit (``RLIMIT_AS``), a CPU-time limit (``RLIMIT_CPU``) and no core dumps; the
-worker kills the whole group when the wall-time limit passes or the worker loses
-its claim on the job. Results come back as JSON on a pipe, size-capped.
+one itself. At the ``process`` level every evaluation runs in a fresh child forked
+from a fork server that has the scientific stack preloaded (a fork costs
+milliseconds, an import of scikit-learn a second). The child gets its own process
+group, an address-space limit (``RLIMIT_AS``), a CPU-time limit (``RLIMIT_CPU``),
+a limit on open files and no core dumps; the worker kills the whole group when the
+wall-time limit passes or the worker loses its claim on the job.
 
-What this protects: the worker and the web process keep going whatever the model
-does to its own process (hang, crash the interpreter, exhaust memory or CPU).
-What it does not: the child runs as the worker's user and can read what that user
-can read, write where it can write, and open network connections. See the README's
-trust model.
+Every level hands the child the feature columns only and gets predictions back
+(:mod:`service.evaluation.answers`); the worker scores them against the labels
+itself (:func:`score_answer`), so nothing the child does can choose its score.
+
+What this level does not protect: the child runs as the worker's user and can read
+what that user can read, write where it can write, and open network connections.
+The ``strict`` level (:mod:`service.evaluation.confined`) closes that. See the
+README's trust model.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import multiprocessing
 import os
 import signal
@@ -30,9 +32,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
+from service.evaluation.answers import Malformed, decode, scores_of
 from service.evaluation.child import UNREPORTED_EXIT, Limits, Spec
 
-_MAX_RESULT_BYTES = 1024 * 1024
+# Predictions of a million rows with a few classes' probabilities fit easily.
+MAX_ANSWER_BYTES = 256 * 1024 * 1024
 _LOG_TAIL_BYTES = 2000
 _CHILD_MODULE = "service.evaluation.child"
 
@@ -47,6 +51,8 @@ class Outcome:
     error: str = ""
     details: dict[str, Any] = field(default_factory=dict)
     lost: bool = False  # the worker lost its claim; nothing may be stored
+    # What the child answered (untrusted bytes), for :func:`score_answer`.
+    answer: bytes | None = None
 
 
 class Executor(Protocol):
@@ -90,19 +96,29 @@ def _signal_name(number: int) -> str:
 
 
 class Sandbox:
-    """The production executor: one forked, limited child per evaluation."""
+    """The ``process`` level's executor: one forked, limited child per evaluation."""
+
+    isolation = "process"
 
     def __init__(
-        self, *, timeout: float, cpu_seconds: int, memory_mb: int, renew_every: float
+        self,
+        *,
+        timeout: float,
+        cpu_seconds: int,
+        memory_mb: int,
+        renew_every: float,
+        open_files: int = 256,
     ) -> None:
         self.timeout = timeout
-        self.limits = Limits(memory_mb=memory_mb, cpu_seconds=cpu_seconds)
+        self.limits = Limits(memory_mb=memory_mb, cpu_seconds=cpu_seconds, open_files=open_files)
         self.renew_every = renew_every
         self._ctx = _context()
 
     def warm(self) -> None:
         """Start the fork server now, so that the first job does not wait for it."""
         from multiprocessing import forkserver
+
+        import sklearn.metrics  # noqa: F401  the worker scores; import that once, too
 
         forkserver.ensure_running()
 
@@ -147,7 +163,7 @@ class Sandbox:
             wait = max(0.0, min(deadline, next_renewal) - now)
             if receiver.poll(wait):
                 try:
-                    return receiver.recv_bytes(_MAX_RESULT_BYTES)
+                    return receiver.recv_bytes(MAX_ANSWER_BYTES)
                 except (EOFError, OSError):
                     return None  # the child ended without a word (or said too much)
             now = time.monotonic()
@@ -171,80 +187,82 @@ class Sandbox:
         if tail:
             details["output_tail"] = tail
         if data is not None:
-            try:
-                payload = json.loads(data)
-            except ValueError:
-                payload = None
-            if isinstance(payload, dict) and payload.get("ok") is True:
-                return _success(payload, details)
-            if isinstance(payload, dict) and isinstance(payload.get("error"), str):
-                if payload.get("kind") == "memory":
-                    return self._memory(details)
-                if isinstance(payload.get("traceback"), str):
-                    details["traceback"] = payload["traceback"]
-                return Outcome(ok=False, error=payload["error"], details=details)
-            return Outcome(
-                ok=False, error="the evaluation process sent an unreadable result", details=details
-            )
-        if exitcode is not None and exitcode < 0:
-            number = -exitcode
-            cpu = self.limits.cpu_seconds
-            if number == signal.SIGXCPU or (number == signal.SIGKILL and elapsed >= cpu):
-                return Outcome(
-                    ok=False,
-                    error=f"the evaluation exceeded the CPU-time limit of {cpu} s "
-                    "(MODELREG_EVALUATION_CPU_SECONDS) and was killed",
-                    details={**details, "limit": "cpu_time"},
-                )
-            if number == signal.SIGXFSZ:
-                return Outcome(
-                    ok=False,
-                    error="the evaluation wrote more output than allowed and was killed",
-                    details={**details, "limit": "output"},
-                )
+            return Outcome(ok=True, answer=data, details=details)
+        return exit_outcome(exitcode, elapsed, self.limits, details)
+
+
+def memory_outcome(limits: Limits, details: dict[str, Any]) -> Outcome:
+    return Outcome(
+        ok=False,
+        error=f"the evaluation exceeded the memory limit of {limits.memory_mb} MiB "
+        "(MODELREG_EVALUATION_MEMORY_MB)",
+        details={**details, "limit": "memory"},
+    )
+
+
+def exit_outcome(
+    exitcode: int | None, elapsed: float, limits: Limits, details: dict[str, Any]
+) -> Outcome:
+    """A child that ended without an answer: what its exit status says."""
+    if exitcode is not None and exitcode < 0:
+        number = -exitcode
+        cpu = limits.cpu_seconds
+        if number == signal.SIGXCPU or (number == signal.SIGKILL and elapsed >= cpu):
             return Outcome(
                 ok=False,
-                error=f"the evaluation process was killed by {_signal_name(number)} "
-                "(the model's code crashed the interpreter)",
-                details=details,
+                error=f"the evaluation exceeded the CPU-time limit of {cpu} s "
+                "(MODELREG_EVALUATION_CPU_SECONDS) and was killed",
+                details={**details, "limit": "cpu_time"},
             )
-        if exitcode == UNREPORTED_EXIT:
-            return self._memory(details)
+        if number == signal.SIGXFSZ:
+            return Outcome(
+                ok=False,
+                error="the evaluation wrote more output than allowed and was killed",
+                details={**details, "limit": "output"},
+            )
         return Outcome(
             ok=False,
-            error=f"the evaluation process exited with status {exitcode} before reporting a "
-            "result (the model's code ended the interpreter)",
+            error=f"the evaluation process was killed by {_signal_name(number)} "
+            "(the model's code crashed the interpreter)",
             details=details,
         )
-
-    def _memory(self, details: dict[str, Any]) -> Outcome:
-        return Outcome(
-            ok=False,
-            error=f"the evaluation exceeded the memory limit of {self.limits.memory_mb} MiB "
-            "(MODELREG_EVALUATION_MEMORY_MB)",
-            details={**details, "limit": "memory"},
-        )
-
-
-def _success(payload: dict[str, Any], details: dict[str, Any]) -> Outcome:
-    metrics = payload.get("metrics")
-    skipped = payload.get("skipped")
-    if not (
-        isinstance(metrics, dict)
-        and all(isinstance(k, str) and isinstance(v, int | float) for k, v in metrics.items())
-        and isinstance(skipped, dict)
-        and all(isinstance(k, str) and isinstance(v, str) for k, v in skipped.items())
-    ):
-        return Outcome(
-            ok=False, error="the evaluation process sent a malformed result", details=details
-        )
-    extra: dict[str, Any] = {k: payload[k] for k in ("rows", "seconds") if k in payload}
+    if exitcode == UNREPORTED_EXIT:
+        return memory_outcome(limits, details)
     return Outcome(
-        ok=True,
-        metrics={k: float(v) for k, v in metrics.items()},
-        skipped=dict(skipped),
-        details={**details, **extra},
+        ok=False,
+        error=f"the evaluation process exited with status {exitcode} before reporting a "
+        "result (the model's code ended the interpreter)",
+        details=details,
     )
+
+
+def score_answer(outcome: Outcome, task: str, y_true: Any, limits: Limits) -> Outcome:
+    """The trusted half: check the child's answer and compute every metric from it.
+
+    A malformed answer is a failed evaluation that says what was wrong with it.
+    """
+    if outcome.answer is None:
+        return outcome
+    details = dict(outcome.details)
+    try:
+        answer = decode(outcome.answer)
+        if not answer.ok:
+            header = answer.header
+            if header.get("kind") == "memory":
+                return memory_outcome(limits, details)
+            if isinstance(header.get("traceback"), str):
+                details["traceback"] = header["traceback"][-4000:]
+            return Outcome(ok=False, error=str(header.get("error", ""))[:2000], details=details)
+        scores = scores_of(answer, task, y_true)
+    except Malformed as exc:
+        return Outcome(ok=False, error=str(exc), details=details)
+    seconds = answer.header.get("seconds")
+    if isinstance(seconds, dict) and all(
+        isinstance(k, str) and isinstance(v, int | float) for k, v in seconds.items()
+    ):
+        details["seconds"] = {k: float(v) for k, v in list(seconds.items())[:4]}
+    details["rows"] = len(y_true)
+    return Outcome(ok=True, metrics=scores.metrics, skipped=scores.skipped, details=details)
 
 
 def _tail(log: Path) -> str:
@@ -266,14 +284,11 @@ def _child_entry(conn: Any, spec: dict[str, Any], limits: dict[str, Any], log: s
 class InProcess:
     """Evaluates in the calling process, without isolation: the benchmark's baseline.
 
-    Never used by the worker: it would load untrusted code into it.
+    Never used by the worker: it would load untrusted code into it. It follows the
+    same split as the sandboxes: its answer is scored by :func:`score_answer`.
     """
 
     def run(self, spec: Spec, workdir: Path, keep_alive: Callable[[], bool]) -> Outcome:
-        from service.evaluation.child import evaluate
+        from service.evaluation.child import answer_of
 
-        try:
-            result = evaluate(spec)
-        except Exception as exc:
-            return Outcome(ok=False, error=f"{type(exc).__name__}: {exc}")
-        return _success({"ok": True, **result}, {})
+        return Outcome(ok=True, answer=answer_of(spec))

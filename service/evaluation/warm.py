@@ -16,6 +16,7 @@ import joblib
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
 from service.dataset_content import load_xy
+from service.evaluation.host import predict
 from service.evaluation.metrics import score
 
 
@@ -27,9 +28,11 @@ def _warm() -> None:
         X, y = load_xy(data, "csv", "target")
         model = Path(tmp, "model.joblib")
         joblib.dump(RandomForestClassifier(n_estimators=3, random_state=0).fit(X, y), model)
-        score("classification", joblib.load(model), X, y)
+        arrays, _ = predict(joblib.load(model), X, "classification")
+        score("classification", y.to_numpy(), arrays["y_pred"], arrays["proba"], arrays["classes"])
         regressor = RandomForestRegressor(n_estimators=2, random_state=0).fit(X, y.astype(float))
-        score("regression", regressor, X, y.astype(float))
+        arrays, _ = predict(regressor, X, "regression")
+        score("regression", y.astype(float).to_numpy(), arrays["y_pred"])
 
 
 _warm()

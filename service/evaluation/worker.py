@@ -4,8 +4,11 @@ Any number of workers, on any number of machines sharing the database and the
 artifact store, may run at once (``modelreg worker``). For each job the worker
 copies the run's artifact and the test set out of the store into a private
 directory while hashing them, refuses a copy whose sha256 differs from the
-recorded one, and only then lets the sandbox's child load it. The verified values,
-the job's new state and the champions they move are written in one transaction.
+recorded one, splits the test set into features and labels, and only then lets
+the sandbox's child load the model, with the features only. The child answers
+with predictions; the worker checks them and computes the metrics against the
+labels it kept. The verified values, the job's new state and the champions they
+move are written in one transaction.
 """
 
 from __future__ import annotations
@@ -13,11 +16,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import pickle
 import shutil
 import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -30,10 +35,11 @@ from service import audit, champions, evaluations, jobs, logs, metrics, settling
 from service.access import Caller
 from service.artifacts import ArtifactStore
 from service.config import Settings
+from service.dataset_content import load_xy
 from service.db.models import DatasetRevision, Evaluation, Job, Run, utcnow
 from service.db.session import Database
-from service.evaluation.child import Spec
-from service.evaluation.sandbox import Executor, Outcome, Sandbox
+from service.evaluation.child import Limits, Spec
+from service.evaluation.sandbox import Executor, Outcome, Sandbox, score_answer
 from service.registry import lock_model
 
 log = logging.getLogger("modelreg.worker")
@@ -58,12 +64,26 @@ def default_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def sandbox_for(settings: Settings) -> Sandbox:
+def sandbox_for(settings: Settings) -> Executor:
+    """The executor of ``evaluation_isolation``: strict (bubblewrap) or process.
+
+    Strict is refused (:class:`~service.evaluation.confined.StrictUnavailable`) when
+    this machine cannot provide it; the worker does not fall back by itself.
+    """
+    if settings.evaluation_isolation == "process":
+        return process_sandbox_for(settings)
+    from service.evaluation.confined import confined_for
+
+    return confined_for(settings)
+
+
+def process_sandbox_for(settings: Settings) -> Sandbox:
     return Sandbox(
         timeout=settings.evaluation_timeout,
         cpu_seconds=settings.evaluation_cpu_seconds,
         memory_mb=settings.evaluation_memory_mb,
         renew_every=max(settings.job_lease_seconds / 3, 0.2),
+        open_files=settings.evaluation_open_files,
     )
 
 
@@ -83,6 +103,8 @@ class Worker:
         self.executor = executor or sandbox_for(settings)
         self.name = name or default_name()
         self._next_settle_check = 0.0
+        # What the job record says ran it; a test double is neither level.
+        self.isolation: str | None = getattr(self.executor, "isolation", None)
 
     def run_once(self) -> Processed | None:
         """Claim and process one job; ``None`` when there is nothing to do."""
@@ -98,6 +120,7 @@ class Worker:
         max_jobs: int | None = None,
         until_idle: bool = False,
         parent_pid: int | None = None,
+        ready: Callable[[], None] | None = None,
     ) -> int:
         """Process jobs until ``stop`` is set (or the queue is empty, or ``max_jobs``).
 
@@ -109,6 +132,8 @@ class Worker:
         warm = getattr(self.executor, "warm", None)
         if warm is not None:
             warm()
+        if ready is not None:
+            ready()
         done = 0
         while not stop.is_set() and (max_jobs is None or done < max_jobs):
             if parent_pid is not None and os.getppid() != parent_pid:
@@ -204,19 +229,28 @@ class Worker:
             dataset = self._copy_verified(revision["sha256"], workdir / "dataset")
         except _Corrupt as exc:
             return Outcome(ok=False, error=str(exc))
+        # The labels stay here: the child gets the feature columns only.
+        X, y = load_xy(dataset, revision["format"], revision["target"])
+        dataset.unlink()
+        features = workdir / "features.pkl"
+        features.write_bytes(pickle.dumps(X, protocol=pickle.HIGHEST_PROTOCOL))
+        del X
         lease = self.settings.job_lease_seconds
         if not jobs.renew(self.db, claim, lease):  # the copies may have taken a while
             return Outcome(ok=False, lost=True, error="the worker lost its claim")
         spec = Spec(
             artifact=str(artifact),
             artifact_format=run["format"],
-            dataset=str(dataset),
-            dataset_format=revision["format"],
-            target=revision["target"],
+            features=str(features),
             task=revision["task"],
             skops_trusted=self.settings.skops_trusted,
         )
-        return self.executor.run(spec, workdir, lambda: jobs.renew(self.db, claim, lease))
+        outcome = self.executor.run(spec, workdir, lambda: jobs.renew(self.db, claim, lease))
+        limits = getattr(self.executor, "limits", None) or Limits(
+            memory_mb=self.settings.evaluation_memory_mb,
+            cpu_seconds=self.settings.evaluation_cpu_seconds,
+        )
+        return score_answer(outcome, revision["task"], y, limits)
 
     def _copy_verified(self, sha256: str, target: Path) -> Path:
         """Copy a stored blob into the job's directory, hashing it on the way."""
@@ -257,6 +291,7 @@ class Worker:
                 **{k: v for k, v in outcome.details.items() if k != "seconds"},
             }
             job.result = result
+            job.isolation = self.isolation
             job.finished_at = utcnow()
             job.claim_token = None
             job.lease_expires_at = None

@@ -198,6 +198,21 @@ def test_the_image_runs_as_an_unprivileged_user_with_a_curl_free_healthcheck() -
     assert image.cmd[0] == "modelreg"
 
 
+def test_the_image_and_the_compose_worker_provide_the_strict_evaluation_sandbox() -> None:
+    """What the strict level needs in a container (not run here: no Docker engine)."""
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert "apt-get install -y --no-install-recommends bubblewrap" in dockerfile
+    worker = read_compose()["worker"]
+    # bubblewrap's namespaces: Docker's default seccomp and AppArmor profiles refuse them.
+    assert {"seccomp=unconfined", "apparmor=unconfined"} <= set(worker["security_opt"])
+    assert worker["cgroup"] == "private"
+    # The container's cgroup is the sandbox's limit: it must have one.
+    assert worker["environment"]["MODELREG_EVALUATION_CGROUP"] == "container"
+    assert worker["mem_limit"] and int(worker["pids_limit"]) > 0
+    assert "MODELREG_EVALUATION_ISOLATION" not in worker["environment"]  # strict, the default
+    assert not worker.get("privileged", False)
+
+
 def test_the_images_command_serves_and_its_healthcheck_passes(tmp_path: Path) -> None:
     image = read_image()
     data_dir = tmp_path / "data"  # the image's /data volume (and WORKDIR)
@@ -308,7 +323,8 @@ def test_the_compose_files_migration_service_and_worker_commands_run_on_postgres
                 subprocess.Popen(
                     command_of("worker"),
                     cwd=data_dir,
-                    env=env_of("worker", free_port()),
+                    # No container here: the worker's own cgroup, not the container's.
+                    env={**env_of("worker", free_port()), "MODELREG_EVALUATION_CGROUP": ""},
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,

@@ -1,9 +1,9 @@
 """Server-side evaluation on SQLite and PostgreSQL: scheduling, the real sandbox, results.
 
-Jobs are processed by a real :class:`Worker` with the real sandbox (a forked,
-limited child per job), in the test's process; the estimators are real
-scikit-learn models and the expected numbers are computed here with
-``sklearn.metrics``.
+Jobs are processed by a real :class:`Worker` with the real strict sandbox (a warm
+host inside bubblewrap, one child per job), in the test's process; the estimators
+are real scikit-learn models and the expected numbers are computed here with
+``sklearn.metrics``. Hostile artifacts are also run at the ``process`` level.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import json
 import os
 import pickle
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import joblib
@@ -30,6 +31,7 @@ from sklearn.svm import LinearSVC
 
 from service import jobs
 from service.db.models import Job
+from service.evaluation.confined import confined_for
 from service.evaluation.sandbox import Sandbox
 from service.evaluation.worker import Worker
 from tests.integration.conftest import (
@@ -94,9 +96,21 @@ class _Hog:
 # -- helpers -------------------------------------------------------------------------
 
 
+TIGHT = {"evaluation_timeout": 4, "evaluation_cpu_seconds": 4, "evaluation_memory_mb": 1024}
+
+
 @pytest.fixture
-def worker(app: Flask) -> Worker:
-    """A worker with the real sandbox and tight limits, so hostile models end fast."""
+def worker(app: Flask) -> Iterator[Worker]:
+    """A worker with the real strict sandbox and tight limits, so hostile models end fast."""
+    c = app.extensions["modelreg"]
+    executor = confined_for(replace(c.settings, **TIGHT))
+    yield Worker(c.db, c.store, c.settings, executor=executor, name="test-worker")
+    executor.close()
+
+
+@pytest.fixture
+def process_worker(app: Flask) -> Worker:
+    """A worker at the process level (fork server, rlimits only), with tight limits."""
     c = app.extensions["modelreg"]
     sandbox = Sandbox(timeout=4, cpu_seconds=4, memory_mb=1024, renew_every=1)
     return Worker(c.db, c.store, c.settings, executor=sandbox, name="test-worker")
@@ -431,9 +445,11 @@ def test_a_reported_value_within_a_millionth_of_the_verified_one_is_no_mismatch(
 # -- hostile and broken artifacts ----------------------------------------------------------
 
 
+@pytest.mark.parametrize("level", ["strict", "process"])
 def test_hostile_artifacts_fail_their_jobs_and_a_good_run_after_them_is_evaluated(
-    api: Api, wine: Split, worker: Worker
+    api: Api, wine: Split, level: str, request: pytest.FixtureRequest
 ) -> None:
+    worker: Worker = request.getfixturevalue("worker" if level == "strict" else "process_worker")
     setup_model(api)
     upload_dataset(api, "wine-holdout", wine.csv())
     put_policy(api, "INT", "AImodel", dataset="wine-holdout")

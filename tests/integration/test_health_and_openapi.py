@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 from pathlib import Path
+
+import pytest
 
 from service.app import create_app
 from service.config import load_settings
@@ -45,6 +49,34 @@ def test_healthz_and_readyz_answer_200_when_the_database_is_reachable(api: Api) 
     response = api.get("/readyz")
     assert response.status_code == 200
     assert response.get_json()["status"] == "ready"
+
+
+def test_readyz_names_the_isolation_level_and_whether_serve_s_own_worker_runs(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service import serving_state
+
+    # No embedded worker (this is no serve): the configured level, no worker to wait for.
+    assert api.get("/readyz").get_json()["evaluation"] == {
+        "isolation": "strict",
+        "embedded_worker": None,
+    }
+    state = tmp_path / "embedded-worker.json"
+    monkeypatch.setenv(serving_state.STATE_ENV, str(state))
+    serving_state.write(state, state="starting", restarts=0)
+    assert_error(api.get("/readyz"), 503, "unavailable")
+    serving_state.write(state, state="ready", pid=os.getpid(), isolation="process", restarts=1)
+    assert api.get("/readyz").get_json()["evaluation"] == {
+        "isolation": "process",
+        "embedded_worker": "ready",
+    }
+    # "ready" from a worker that is gone is not believed.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    serving_state.write(state, state="ready", pid=gone.pid, isolation="strict", restarts=1)
+    response = api.get("/readyz")
+    assert_error(response, 503, "unavailable")
+    assert response.get_json()["error"]["details"]["embedded_worker"] == "down"
 
 
 def test_the_openapi_document_is_json_listing_every_path_of_the_design(api: Api) -> None:

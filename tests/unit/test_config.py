@@ -95,3 +95,11 @@ def test_the_admin_token_may_be_given_by_its_sha256_alone() -> None:
     )
     with pytest.raises(ConfigError, match="admin_token_sha256"):
         load_settings(environ={}, admin_token_sha256="not-hex")
+
+
+def test_evaluations_are_strictly_isolated_unless_the_process_level_is_chosen() -> None:
+    assert load_settings(environ={}).evaluation_isolation == "strict"
+    chosen = load_settings(environ={"MODELREG_EVALUATION_ISOLATION": "process"})
+    assert chosen.evaluation_isolation == "process"
+    with pytest.raises(ConfigError, match="evaluation_isolation"):
+        load_settings(environ={"MODELREG_EVALUATION_ISOLATION": "none"})
