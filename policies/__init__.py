@@ -12,7 +12,7 @@ and checks ``sys.modules`` to keep it that way.
 from __future__ import annotations
 
 from policies.policy import STAGES, Direction, Policy, PolicyError, default_direction
-from policies.selection import Assessment, Candidate, Decision, Reason, select
+from policies.selection import Assessment, Candidate, Decision, EvaluationJob, Reason, select
 from policies.versions import (
     InvalidVersionError,
     canonical_version,
@@ -28,6 +28,7 @@ __all__ = [
     "Candidate",
     "Decision",
     "Direction",
+    "EvaluationJob",
     "InvalidVersionError",
     "Policy",
     "PolicyError",
