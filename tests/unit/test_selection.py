@@ -195,6 +195,8 @@ def test_reason_codes_are_the_strings_of_the_design():
         "not_evaluated",
         "unverified",
         "below_min_value",
+        "evaluation_failed",
+        "format_not_allowed",
         "best",
         "incumbent_kept",
         "pinned",
