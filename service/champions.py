@@ -14,15 +14,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
-from policies import Candidate, Decision, Policy, PolicyError
+from policies import Candidate, Decision, EvaluationJob, Policy, PolicyError
 from policies import select as select_champion
 from service.db.models import (
     Champion,
     ChampionChange,
     Evaluation,
+    Job,
     ModelVersion,
     Pin,
     PolicyRow,
@@ -61,6 +62,7 @@ def domain_policy(row: PolicyRow) -> Policy:
             min_improvement=row.min_improvement,
             allow_prereleases=row.allow_prereleases,
             require_verified=row.require_verified,
+            formats=tuple(row.formats or ()),
         )
     except PolicyError as exc:  # stored policies were validated when written
         raise ValidationFailed.field(exc.field, exc.message) from None
@@ -78,8 +80,10 @@ def load_candidates(
     """Runs of a model with their values for the policy's metric and dataset revision.
 
     With ``contenders_only`` the query skips runs that could never be eligible
-    (wrong stage, or no value at all), except the runs named in ``always``
-    (incumbent and pin): the decision is the same, the work much smaller.
+    (wrong stage, a format the policy does not allow, or no value at all), except
+    the runs named in ``always`` (incumbent and pin): the decision is the same, the
+    work much smaller. Each candidate carries its latest evaluation job on the
+    revision (cancelled ones aside): a failed one excludes it.
     """
 
     def value_of(source: str) -> Any:
@@ -98,9 +102,32 @@ def load_candidates(
         )
 
     reported, verified = value_of("reported"), value_of("verified")
+    # The latest job, through the (run, revision) index; joined by its primary key.
+    latest_job = (
+        select(func.max(Job.id))
+        .where(
+            Job.run_id == Run.id,
+            Job.dataset_revision_id == dataset_revision_id,
+            Job.state != "cancelled",
+        )
+        .scalar_subquery()
+    )
+    job = aliased(Job)
     query = (
-        select(Run.id, ModelVersion.version, Run.number, ModelVersion.stage, reported, verified)
+        select(
+            Run.id,
+            ModelVersion.version,
+            Run.number,
+            ModelVersion.stage,
+            reported,
+            verified,
+            Run.artifact_format,
+            job.id,
+            job.state,
+            job.error,
+        )
         .join(ModelVersion, Run.version_id == ModelVersion.id)
+        .outerjoin(job, job.id == latest_job)
         .where(ModelVersion.model_id == model_id)
     )
     if contenders_only:
@@ -111,10 +138,33 @@ def load_candidates(
         query = query.where(or_(contender, Run.id.in_(list(always))) if always else contender)
     return [
         Candidate(
-            run_id=r[0], version=r[1], run_number=r[2], stage=r[3], reported=r[4], verified=r[5]
+            run_id=r[0],
+            version=r[1],
+            run_number=r[2],
+            stage=r[3],
+            reported=r[4],
+            verified=r[5],
+            artifact_format=r[6],
+            job=None if r[7] is None else EvaluationJob(r[7], r[8], first_line(r[9])),
         )
         for r in session.execute(query)
     ]
+
+
+def first_line(error: str | None, limit: int = 200) -> str | None:
+    """The first non-empty line of a job's error, at most ``limit`` characters.
+
+    >>> first_line("Traceback (most recent call last):\\n  ...\\nValueError: x")
+    'Traceback (most recent call last):'
+    >>> first_line(None) is None, first_line("\\n  \\n") is None
+    (True, True)
+    """
+    if not error:
+        return None
+    line = next((ln.strip() for ln in error.splitlines() if ln.strip()), "")
+    if not line:
+        return None
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def pin_of(session: Session, env_id: int, model_id: int) -> Pin | None:
@@ -179,6 +229,8 @@ def _store(
         "dataset": policy.dataset,
         "artifact_sha256": run.artifact_sha256 if run else None,
         "artifact_size": run.artifact_size if run else None,
+        "artifact_format": run.artifact_format if run else None,
+        "allowed_formats": list(policy.formats),
         "reason": str(decision.reason),
         "policy_revision": row.revision,
     }

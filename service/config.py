@@ -58,6 +58,7 @@ class Settings:
     token_cache_seconds: int
     serve_worker: str
     skops_trusted_types: str
+    allowed_formats: str
     admin_token: str
     insecure_no_auth: bool
     cors_origins: str
@@ -82,6 +83,13 @@ class Settings:
     def skops_trusted(self) -> tuple[str, ...]:
         """``skops_trusted_types``, comma-separated, as a tuple."""
         return tuple(t.strip() for t in self.skops_trusted_types.split(",") if t.strip())
+
+    @property
+    def allowed_format_list(self) -> tuple[str, ...]:
+        """``allowed_formats``, comma-separated, lower case; empty: any format."""
+        return tuple(
+            sorted({f.strip().lower() for f in self.allowed_formats.split(",") if f.strip()})
+        )
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, selectinload
 
-from service import audit, datasets
+from service import audit, champions, datasets
 from service.access import Caller
 from service.db.models import (
     DatasetRevision,
@@ -258,6 +258,53 @@ def cancel_for_run(session: Session, run_id: int, reason: str) -> None:
     )
 
 
+def settle_failure(session: Session, job: Job) -> list[champions.Outcome]:
+    """A job has just failed: recompute the champions of its run's model.
+
+    A run whose evaluation failed is excluded (``evaluation_failed``), so a failure
+    can move a champion like a verified value can. The caller holds the model's
+    lock (``registry.lock_model``), taken before the job's row lock.
+    """
+    run = session.get(Run, job.run_id)
+    if run is None:
+        return []
+    label = job.dataset_revision.label
+    return champions.recompute(
+        session,
+        run.model_version.model,
+        trigger="evaluation_failed",
+        detail=f"run {run.id} on {label}: job {job.id} failed",
+        actor=job.actor or "worker",
+    )
+
+
+def _abandon(db: Database, job_id: int, run_id: int, now: Any) -> None:
+    """Fail a job that has used up its attempts, and move the champions it excludes.
+
+    The model is locked before the job, in the order every other writer takes them.
+    """
+    from service.registry import lock_model
+
+    with db.unit_of_work() as session:
+        run = session.get(Run, run_id)
+        if run is not None:
+            lock_model(session, run.model_version.model)
+        job = session.scalar(
+            select(Job).where(Job.id == job_id, _claimable(now)).with_for_update(skip_locked=True)
+        )
+        if job is None or job.attempts < job.max_attempts:
+            return  # taken or changed meanwhile: the next claim looks again
+        job.state = FAILED
+        job.error = (
+            f"abandoned after {job.attempts} attempt(s): the worker holding it "
+            f"({job.worker}) stopped renewing its lease"
+        )
+        job.finished_at = now
+        job.claim_token = None
+        settle_failure(session, job)
+        session.commit()
+
+
 def _claimable(now: Any) -> ColumnElement[bool]:
     """Pending and due, or running with a lease that ran out (its worker died)."""
     return or_(
@@ -277,6 +324,7 @@ def claim(db: Database, worker: str, lease_seconds: int) -> Claim | None:
         if session.scalar(select(Job.id).where(_claimable(utcnow())).limit(1)) is None:
             return None
     while True:
+        abandoned: tuple[int, int] | None = None
         with db.unit_of_work() as session:
             now = utcnow()
             job = session.scalar(
@@ -289,26 +337,22 @@ def claim(db: Database, worker: str, lease_seconds: int) -> Claim | None:
             if job is None:
                 return None
             if job.attempts >= job.max_attempts:
-                job.state = FAILED
-                job.error = (
-                    f"abandoned after {job.attempts} attempt(s): the worker holding it "
-                    f"({job.worker}) stopped renewing its lease"
+                abandoned = (job.id, job.run_id)
+                session.rollback()
+            else:
+                job.state = RUNNING
+                job.attempts += 1
+                job.claim_token = uuid.uuid4().hex
+                job.worker = worker[:255]
+                job.started_at = now
+                job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+                claimed = Claim(
+                    job.id, job.claim_token, job.run_id, job.dataset_revision_id, job.attempts
                 )
-                job.finished_at = now
-                job.claim_token = None
                 session.commit()
-                continue
-            job.state = RUNNING
-            job.attempts += 1
-            job.claim_token = uuid.uuid4().hex
-            job.worker = worker[:255]
-            job.started_at = now
-            job.lease_expires_at = now + timedelta(seconds=lease_seconds)
-            claimed = Claim(
-                job.id, job.claim_token, job.run_id, job.dataset_revision_id, job.attempts
-            )
-            session.commit()
-            return claimed
+                return claimed
+        if abandoned is not None:
+            _abandon(db, *abandoned, now)
 
 
 def renew(db: Database, claimed: Claim, lease_seconds: int) -> bool:
