@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the fixtures wine and worker come from test_evaluation_jobs)
 """What counts for selection, on SQLite and PostgreSQL: failed evaluations, verified
 values by default on test sets with content, and the artifact formats a policy allows.
 
