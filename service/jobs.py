@@ -23,6 +23,7 @@ from sqlalchemy import (
     CursorResult,
     and_,
     exists,
+    func,
     insert,
     literal,
     or_,
@@ -247,6 +248,131 @@ def evaluate_on_request(
     )
     session.commit()
     return job, created
+
+
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """What ``POST /models/{model}/evaluate`` did: jobs queued, and runs already scored.
+
+    ``already_scored`` counts runs verified on the revision or with a job pending,
+    running or succeeded there; ``pending_job_ids`` are the pending and running ones.
+    """
+
+    model: str
+    dataset: str
+    versions: str
+    job_ids: list[int]
+    already_scored: int
+    pending_job_ids: list[int]
+
+    @property
+    def jobs(self) -> int:
+        return len(self.job_ids)
+
+
+def evaluate_model(
+    session: Session,
+    model: str,
+    dataset: str,
+    versions: str | None,
+    *,
+    caller: Caller,
+    max_attempts: int,
+) -> ModelEvaluation:
+    """Score every run of ``model`` (of the versions in ``versions``) on a revision.
+
+    For a new test set revision: each run not yet scored on it (nor queued) gets a
+    job; a run whose job failed gets a new one, as on request for one run. Serialized
+    per model, so two requests never queue the same pair twice. Audited.
+    """
+    from policies.versions import InvalidVersionError, in_tolerance, parse_specifier
+    from service.registry import get_model
+
+    mdl = get_model(session, model, lock=True)
+    revision = datasets.resolve(session, dataset, missing_is_404=True)
+    if not revision.has_content:
+        raise ValidationFailed.field(
+            "dataset",
+            f"{revision.label} was registered by digest only; upload its content "
+            "(POST /datasets as multipart) to evaluate on it",
+        )
+    spec_text = (versions or "").strip()
+    try:
+        spec = parse_specifier(spec_text)
+    except InvalidVersionError as exc:
+        raise ValidationFailed.field("versions", str(exc)) from None
+    # Pre-releases are scored too: a policy may allow them, and scoring harms nothing.
+    version_ids = [
+        v.id for v in mdl.versions if in_tolerance(spec, v.version, allow_prereleases=True)
+    ]
+    runs_of = select(Run.id).where(Run.version_id.in_(version_ids))
+    done = _scored_or_queued(Run.id, revision.id, (PENDING, RUNNING, SUCCEEDED))
+    already = int(
+        session.scalar(select(func.count()).select_from(runs_of.where(done).subquery())) or 0
+    )
+    pending = list(
+        session.scalars(
+            select(Job.id)
+            .where(
+                Job.run_id.in_(runs_of),
+                Job.dataset_revision_id == revision.id,
+                Job.state.in_(list(ACTIVE)),
+            )
+            .order_by(Job.id)
+        )
+    )
+    now = utcnow()
+    queued = list(
+        session.scalars(
+            insert(Job)
+            .from_select(
+                [
+                    "kind",
+                    "run_id",
+                    "dataset_revision_id",
+                    "state",
+                    "trigger",
+                    "actor",
+                    "attempts",
+                    "max_attempts",
+                    "available_at",
+                    "created_at",
+                ],
+                select(
+                    literal("evaluate"),
+                    Run.id,
+                    literal(revision.id),
+                    literal(PENDING),
+                    literal("request"),
+                    literal(caller.name),
+                    literal(0),
+                    literal(max_attempts),
+                    literal(now),
+                    literal(now),
+                )
+                .where(Run.version_id.in_(version_ids), ~done)
+                .order_by(Run.id),
+            )
+            .returning(Job.id)
+        )
+    )
+    result = ModelEvaluation(mdl.name, revision.label, str(spec), queued, already, pending)
+    audit.record(
+        session,
+        caller,
+        "evaluation.request",
+        f"models/{mdl.name}/evaluations/{revision.label}",
+        before=None,
+        after={
+            "model": mdl.name,
+            "dataset": revision.label,
+            "versions": result.versions,
+            "jobs": result.jobs,
+            "already_scored": already,
+        },
+    )
+    session.commit()
+    return result
 
 
 def cancel_for_run(session: Session, run_id: int, reason: str) -> None:
