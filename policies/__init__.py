@@ -12,7 +12,15 @@ and checks ``sys.modules`` to keep it that way.
 from __future__ import annotations
 
 from policies.policy import STAGES, Direction, Policy, PolicyError, default_direction
-from policies.selection import Assessment, Candidate, Decision, Reason, admits, select
+from policies.selection import (
+    Assessment,
+    Candidate,
+    Decision,
+    EvaluationJob,
+    Reason,
+    admits,
+    select,
+)
 from policies.versions import (
     InvalidVersionError,
     canonical_version,
@@ -28,6 +36,7 @@ __all__ = [
     "Candidate",
     "Decision",
     "Direction",
+    "EvaluationJob",
     "InvalidVersionError",
     "Policy",
     "PolicyError",

@@ -25,6 +25,9 @@ _MIN_EXACT = frozenset({"rmse", "mae", "mse", "log_loss"})
 
 
 _PINNED_DATASET = re.compile(r"[^@\s]+@[1-9][0-9]*")
+# An artifact format as runs record it (``joblib``, ``pickle``, ``skops``, ``onnx``, …):
+# at most 32 characters, like the run's ``format`` column.
+_FORMAT = re.compile(r"[a-z0-9][a-z0-9._+-]{0,31}")
 
 
 def _is_finite_number(value: object) -> bool:
@@ -63,6 +66,17 @@ def default_direction(metric: str) -> Direction | None:
     return None
 
 
+def _formats(value: object) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, tuple | list | frozenset | set):
+        raise PolicyError("formats", f"must be a list of artifact formats, not {value!r}")
+    bad = [f for f in value if not isinstance(f, str) or not _FORMAT.fullmatch(f.lower())]
+    if bad:
+        raise PolicyError(
+            "formats", f"not artifact format names: {bad!r} (e.g. skops, onnx, joblib, pickle)"
+        )
+    return tuple(sorted({f.lower() for f in value}))
+
+
 @dataclass(frozen=True)
 class Policy:
     """Which runs an environment may serve for one model, and how to rank them.
@@ -83,6 +97,12 @@ class Policy:
     Traceback (most recent call last):
     ...
     policies.policy.PolicyError: versions: invalid version specifier: '<=x'
+
+    ``formats`` lists the artifact formats a run may have; empty: any format. Names
+    are compared case-insensitively and kept lower case, sorted, without duplicates.
+
+    >>> Policy("", ("Production",), "f1", "d@1", formats=("SKOPS", "onnx")).formats
+    ('onnx', 'skops')
     """
 
     versions: str
@@ -94,6 +114,7 @@ class Policy:
     min_improvement: float = 0.0
     allow_prereleases: bool = False
     require_verified: bool = False
+    formats: tuple[str, ...] = ()
     specifier: SpecifierSet = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -133,10 +154,25 @@ class Policy:
             raise PolicyError("direction", f'must be "max" or "min", not {direction!r}')
         object.__setattr__(self, "direction", direction)
 
+        object.__setattr__(self, "formats", _formats(self.formats))
+
         if self.min_value is not None and not _is_finite_number(self.min_value):
             raise PolicyError("min_value", "must be a finite number")
         if not _is_finite_number(self.min_improvement) or self.min_improvement < 0:
             raise PolicyError("min_improvement", "must be a finite number >= 0")
+
+    def allows_format(self, artifact_format: str | None) -> bool:
+        """Whether a run whose artifact has ``artifact_format`` may serve.
+
+        >>> p = Policy("", ("Staging",), "f1", "d@1", formats=("skops",))
+        >>> p.allows_format("skops"), p.allows_format("joblib"), p.allows_format(None)
+        (True, False, False)
+        >>> Policy("", ("Staging",), "f1", "d@1").allows_format("pickle")  # no list: any
+        True
+        """
+        if not self.formats:
+            return True
+        return artifact_format is not None and artifact_format.lower() in self.formats
 
     @property
     def maximize(self) -> bool:

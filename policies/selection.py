@@ -36,6 +36,10 @@ class Reason(StrEnum):
     NOT_EVALUATED = "not_evaluated"
     UNVERIFIED = "unverified"
     BELOW_MIN_VALUE = "below_min_value"
+    # The service's own evaluation of the run on the policy's revision failed (the
+    # file is no loadable model, or it crashed, hung or ran out of memory).
+    EVALUATION_FAILED = "evaluation_failed"
+    FORMAT_NOT_ALLOWED = "format_not_allowed"
 
     # A warning, not an exclusion: the run's reported value disagrees with the
     # value the service computed itself (which is the one that counts).
@@ -48,11 +52,30 @@ class Reason(StrEnum):
 
 
 @dataclass(frozen=True)
+class EvaluationJob:
+    """The service's latest evaluation job of a run on the policy's dataset revision.
+
+    ``state`` is ``pending``, ``running``, ``succeeded`` or ``failed``; ``error`` is
+    what went wrong, when it failed.
+    """
+
+    job_id: int
+    state: str
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.state == "failed"
+
+
+@dataclass(frozen=True)
 class Candidate:
     """One run as selection sees it.
 
     ``reported`` and ``verified`` are the run's values for the policy's metric on
-    the policy's dataset revision (``None`` when there is none).
+    the policy's dataset revision (``None`` when there is none); ``job`` is the
+    latest evaluation job on that revision (``None``: never scheduled, e.g. for a
+    revision registered by digest only); ``artifact_format`` is the run's.
     """
 
     run_id: int
@@ -61,6 +84,8 @@ class Candidate:
     stage: str
     reported: float | None = None
     verified: float | None = None
+    job: EvaluationJob | None = None
+    artifact_format: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +146,19 @@ def assess(policy: Policy, candidate: Candidate) -> Assessment:
     ['version_out_of_range', 'stage_not_allowed', 'not_evaluated']
     >>> [str(r) for r in assess(p, Candidate(3, "1.0rc1", 1, "Production", 0.4)).reasons]
     ['prerelease_not_allowed', 'below_min_value']
+
+    A failed evaluation excludes a run that has no verified value, whatever
+    ``require_verified`` says: its reported value does not stand in for it.
+
+    >>> job = EvaluationJob(12, "failed", "UnpicklingError: invalid load key")
+    >>> [str(r) for r in assess(p, Candidate(4, "1.0", 1, "Production", 1.0, job=job)).reasons]
+    ['evaluation_failed']
+    >>> assess(p, Candidate(5, "1.0", 1, "Production", 1.0, 0.8, job=job)).reasons
+    ()
+    >>> skops = Policy("", ("Production",), "f1", "wine@1", formats=("skops",))
+    >>> c = Candidate(6, "1.0", 1, "Production", 0.9, artifact_format="joblib")
+    >>> [str(r) for r in assess(skops, c).reasons]
+    ['format_not_allowed']
     """
     c = candidate
     reasons: list[Reason] = []
@@ -130,12 +168,17 @@ def assess(policy: Policy, candidate: Candidate) -> Assessment:
         reasons.append(Reason.PRERELEASE_NOT_ALLOWED)
     if c.stage not in policy.stages:
         reasons.append(Reason.STAGE_NOT_ALLOWED)
+    if not policy.allows_format(c.artifact_format):
+        reasons.append(Reason.FORMAT_NOT_ALLOWED)
 
     verified, reported = _finite(c.verified), _finite(c.reported)
     value = (
         verified if policy.require_verified else (verified if verified is not None else reported)
     )
-    if value is None:
+    if verified is None and c.job is not None and c.job.failed:
+        value = None
+        reasons.append(Reason.EVALUATION_FAILED)
+    elif value is None:
         unverified_only = policy.require_verified and reported is not None
         reasons.append(Reason.UNVERIFIED if unverified_only else Reason.NOT_EVALUATED)
     elif not policy.reaches_min_value(value):
@@ -145,12 +188,17 @@ def assess(policy: Policy, candidate: Candidate) -> Assessment:
 
 # The rules a run's version and stage answer, whatever its values.
 RULES = frozenset(
-    {Reason.VERSION_OUT_OF_RANGE, Reason.PRERELEASE_NOT_ALLOWED, Reason.STAGE_NOT_ALLOWED}
+    {
+        Reason.VERSION_OUT_OF_RANGE,
+        Reason.PRERELEASE_NOT_ALLOWED,
+        Reason.STAGE_NOT_ALLOWED,
+        Reason.FORMAT_NOT_ALLOWED,
+    }
 )
 
 
-def admits(policy: Policy, version: str, stage: str) -> bool:
-    """Whether the policy's rules let a run of this version and stage compete.
+def admits(policy: Policy, version: str, stage: str, artifact_format: str | None = None) -> bool:
+    """Whether the policy's rules let a run of this version, stage and format compete.
 
     Values are not looked at: this is the set of runs whose evaluations still to
     come a change of champion waits for (see ``settling``).
@@ -160,8 +208,12 @@ def admits(policy: Policy, version: str, stage: str) -> bool:
     (True, False)
     >>> admits(p, "1.0", "Staging"), admits(p, "1.0rc1", "Production")
     (False, False)
+    >>> admits(Policy("", ("Production",), "f1", "wine@1", formats=("skops",)), "1.0",
+    ...        "Production", "joblib")
+    False
     """
-    reasons = assess(policy, Candidate(0, version, 0, stage)).reasons
+    candidate = Candidate(0, version, 0, stage, artifact_format=artifact_format)
+    reasons = assess(policy, candidate).reasons
     return not RULES.intersection(reasons)
 
 
@@ -215,7 +267,9 @@ def select(
 ) -> Decision:
     """Choose the champion among ``candidates``.
 
-    1. A pin wins if its run is among the candidates, eligible or not.
+    1. A pin wins if its run is among the candidates, eligible or not, unless its
+       artifact format is one the policy does not allow: no override serves code
+       the policy forbids to run.
     2. Eligible runs are ranked: better metric first, then higher version (PEP 440
        order), then higher run number.
     3. The incumbent stays while it is eligible and the best run does not beat it
@@ -236,6 +290,10 @@ def select(
     >>> d.champion, str(d.reason), [str(r) for r in d.assessment(3).reasons]
     (3, 'pinned', ['version_out_of_range', 'stage_not_allowed'])
     >>> select(p, runs[2:]).champion is None
+    True
+    >>> skops = Policy("", ("Production",), "f1", "wine@1", formats=("skops",))
+    >>> pickled = Candidate(4, "1.0", 1, "Production", 0.9, artifact_format="pickle")
+    >>> select(skops, [pickled], pin=4).champion is None
     True
     """
     assessed = [assess(policy, c) for c in candidates]
@@ -261,8 +319,8 @@ def select(
     def decision(champion: int | None, reason: Reason) -> Decision:
         return Decision(champion=champion, reason=reason, ranked=ranked, excluded=excluded)
 
-    ids = {a.candidate.run_id for a in assessed}
-    if pin is not None and pin in ids:
+    pinned = next((a for a in assessed if a.candidate.run_id == pin), None)
+    if pinned is not None and Reason.FORMAT_NOT_ALLOWED not in pinned.reasons:
         return decision(pin, Reason.PINNED)
     if not ranked:
         return decision(None, Reason.NO_ELIGIBLE_MODEL)

@@ -11,6 +11,7 @@ from typing import Any, NoReturn
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
+from policies import EvaluationJob
 from service.champions import champion_row, decide, domain_policy, pending_evaluations, pin_of
 from service.clock import iso
 from service.db.models import Champion, ChampionChange, Environment, PolicyRow, RegisteredModel
@@ -31,6 +32,8 @@ _CHAMPION_COLUMNS = [
     Champion.dataset,
     Champion.artifact_sha256,
     Champion.artifact_size,
+    Champion.artifact_format,
+    Champion.allowed_formats,
     Champion.selected_at,
     Champion.reason,
     Champion.policy_revision,
@@ -53,10 +56,12 @@ def champion_document(row: Any) -> dict[str, Any]:
             "url": f"/api/v1/runs/{row.run_id}/artifact",
             "sha256": row.artifact_sha256,
             "size": row.artifact_size,
+            "format": row.artifact_format,
         },
         "selected_at": iso(row.selected_at),
         "reason": row.reason,
         "policy_revision": row.policy_revision,
+        "allowed_formats": list(row.allowed_formats or ()),
         **settling_document(row),
     }
 
@@ -162,6 +167,8 @@ def explain(session: Session, row: PolicyRow) -> dict[str, Any]:
         "metric": policy.metric,
         "dataset": policy.dataset,
         "direction": policy.direction,
+        "require_verified": policy.require_verified,
+        "formats": list(policy.formats),
         "pinned_run_id": pin.run_id if pin else None,
         "candidates": [
             {
@@ -176,10 +183,18 @@ def explain(session: Session, row: PolicyRow) -> dict[str, Any]:
                 "warnings": [str(w) for w in a.warnings],
                 "reported": a.candidate.reported,
                 "verified": a.candidate.verified,
+                "format": a.candidate.artifact_format,
+                "evaluation": _job_document(a.candidate.job),
             }
             for a in decision.assessments
         ],
     }
+
+
+def _job_document(job: EvaluationJob | None) -> dict[str, Any] | None:
+    if job is None:
+        return None
+    return {"job_id": job.job_id, "state": job.state, "error": job.error}
 
 
 def history(

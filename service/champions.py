@@ -26,9 +26,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, distinct, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from policies import Candidate, Decision, Policy, PolicyError, Reason, admits
+from policies import Candidate, Decision, EvaluationJob, Policy, PolicyError, Reason, admits
 from policies import select as select_champion
 from service.db.models import (
     JOB_ACTIVE_STATES,
@@ -76,6 +76,7 @@ def domain_policy(row: PolicyRow) -> Policy:
             min_improvement=row.min_improvement,
             allow_prereleases=row.allow_prereleases,
             require_verified=row.require_verified,
+            formats=tuple(row.formats or ()),
         )
     except PolicyError as exc:  # stored policies were validated when written
         raise ValidationFailed.field(exc.field, exc.message) from None
@@ -94,9 +95,11 @@ def load_candidates(
     """Runs of a model with their values for the policy's metric and dataset revision.
 
     With ``contenders_only`` the query skips runs that could never be eligible
-    (wrong stage, or no value at all), except the runs named in ``always``
-    (incumbent and pin): the decision is the same, the work much smaller.
-    ``only`` restricts the query to the runs it names (by primary key).
+    (wrong stage, a format the policy does not allow, or no value at all), except
+    the runs named in ``always`` (incumbent and pin): the decision is the same, the
+    work much smaller. ``only`` restricts the query to the runs it names (by primary
+    key). Each candidate carries its latest evaluation job on the revision
+    (cancelled ones aside): a failed one excludes it.
     """
 
     def value_of(source: str) -> Any:
@@ -115,9 +118,32 @@ def load_candidates(
         )
 
     reported, verified = value_of("reported"), value_of("verified")
+    # The latest job, through the (run, revision) index; joined by its primary key.
+    latest_job = (
+        select(func.max(Job.id))
+        .where(
+            Job.run_id == Run.id,
+            Job.dataset_revision_id == dataset_revision_id,
+            Job.state != "cancelled",
+        )
+        .scalar_subquery()
+    )
+    job = aliased(Job)
     query = (
-        select(Run.id, ModelVersion.version, Run.number, ModelVersion.stage, reported, verified)
+        select(
+            Run.id,
+            ModelVersion.version,
+            Run.number,
+            ModelVersion.stage,
+            reported,
+            verified,
+            Run.artifact_format,
+            job.id,
+            job.state,
+            job.error,
+        )
         .join(ModelVersion, Run.version_id == ModelVersion.id)
+        .outerjoin(job, job.id == latest_job)
         .where(ModelVersion.model_id == model_id)
     )
     if only is not None:
@@ -130,10 +156,33 @@ def load_candidates(
         query = query.where(or_(contender, Run.id.in_(list(always))) if always else contender)
     return [
         Candidate(
-            run_id=r[0], version=r[1], run_number=r[2], stage=r[3], reported=r[4], verified=r[5]
+            run_id=r[0],
+            version=r[1],
+            run_number=r[2],
+            stage=r[3],
+            reported=r[4],
+            verified=r[5],
+            artifact_format=r[6],
+            job=None if r[7] is None else EvaluationJob(r[7], r[8], first_line(r[9])),
         )
         for r in session.execute(query)
     ]
+
+
+def first_line(error: str | None, limit: int = 200) -> str | None:
+    """The first non-empty line of a job's error, at most ``limit`` characters.
+
+    >>> first_line("Traceback (most recent call last):\\n  ...\\nValueError: x")
+    'Traceback (most recent call last):'
+    >>> first_line(None) is None, first_line("\\n  \\n") is None
+    (True, True)
+    """
+    if not error:
+        return None
+    line = next((ln.strip() for ln in error.splitlines() if ln.strip()), "")
+    if not line:
+        return None
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def pin_of(session: Session, env_id: int, model_id: int) -> Pin | None:
@@ -234,11 +283,16 @@ def pending_evaluations(
 ) -> int:
     """Runs the policy admits whose evaluation on its revision is pending or running.
 
-    Counted per (version, stage) in the database and judged by the policy's rules
+    Counted per (version, stage, format) in the database and judged by the policy's rules
     here: the cost follows the number of active jobs, not of runs.
     """
     query = (
-        select(ModelVersion.version, ModelVersion.stage, func.count(distinct(Job.run_id)))
+        select(
+            ModelVersion.version,
+            ModelVersion.stage,
+            Run.artifact_format,
+            func.count(distinct(Job.run_id)),
+        )
         .join(Run, Run.version_id == ModelVersion.id)
         .join(Job, Job.run_id == Run.id)
         .where(
@@ -246,11 +300,11 @@ def pending_evaluations(
             Job.dataset_revision_id == row.dataset_revision_id,
             Job.state.in_(JOB_ACTIVE_STATES),
         )
-        .group_by(ModelVersion.version, ModelVersion.stage)
+        .group_by(ModelVersion.version, ModelVersion.stage, Run.artifact_format)
     )
     if removing is not None:
         query = query.where(Job.run_id != removing)
-    return sum(n for version, stage, n in session.execute(query) if admits(policy, version, stage))
+    return sum(n for v, stage, fmt, n in session.execute(query) if admits(policy, v, stage, fmt))
 
 
 def _settling(
@@ -277,7 +331,9 @@ def _settling(
         if held_run == removing:
             return Settling(pending)
         run = session.get(Run, held_run)
-        if run is None or not admits(policy, run.model_version.version, run.model_version.stage):
+        if run is None or not admits(
+            policy, run.model_version.version, run.model_version.stage, run.artifact_format
+        ):
             return Settling(pending)
     now = utcnow()
     since = current.held_since if current is not None and current.held_since else now
@@ -385,6 +441,8 @@ def _chosen(session: Session, row: PolicyRow, policy: Policy, decision: Decision
         "dataset": policy.dataset,
         "artifact_sha256": run.artifact_sha256 if run else None,
         "artifact_size": run.artifact_size if run else None,
+        "artifact_format": run.artifact_format if run else None,
+        "allowed_formats": list(policy.formats),
         "reason": str(decision.reason),
         "policy_revision": row.revision,
     }

@@ -69,6 +69,7 @@ class Settings:
     max_stored_bytes_per_token: int
     serve_worker: str
     skops_trusted_types: str
+    allowed_formats: str
     admin_token: str
     admin_token_sha256: str
     insecure_no_auth: bool
@@ -103,6 +104,13 @@ class Settings:
         if self.admin_token:
             return hashlib.sha256(self.admin_token.encode()).hexdigest()
         return ""
+
+    @property
+    def allowed_format_list(self) -> tuple[str, ...]:
+        """``allowed_formats``, comma-separated, lower case; empty: any format."""
+        return tuple(
+            sorted({f.strip().lower() for f in self.allowed_formats.split(",") if f.strip()})
+        )
 
     @property
     def cors_origin_list(self) -> list[str]:

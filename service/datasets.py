@@ -165,12 +165,24 @@ def _locked_dataset(session: Session, name: str) -> Dataset:
     return ds
 
 
-def resolve(session: Session, label: str, field: str = "dataset") -> DatasetRevision:
+def resolve(
+    session: Session, label: str, field: str = "dataset", *, missing_is_404: bool = False
+) -> DatasetRevision:
     """``name@rev`` names one revision; a bare ``name`` means its latest revision.
 
     An unknown dataset or revision is a 422 naming ``field``: the label is part
-    of the request body, not of the path.
+    of the request body, not of the path. With ``missing_is_404`` it is a 404: for
+    requests whose subject is the dataset itself (score a model on it).
     """
+    try:
+        return _resolve(session, label, field)
+    except ValidationFailed as exc:
+        if missing_is_404 and isinstance(label, str) and _LABEL_RE.match(label.strip()):
+            raise NotFound(exc.message, {field: label}) from None
+        raise
+
+
+def _resolve(session: Session, label: str, field: str) -> DatasetRevision:
     match = _LABEL_RE.match(label.strip()) if isinstance(label, str) else None
     if match is None:
         raise ValidationFailed.field(field, f"expected 'name' or 'name@revision', got {label!r}")

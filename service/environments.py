@@ -16,7 +16,7 @@ from policies import Policy, PolicyError
 from service import audit, champion_reads, champions, datasets, jobs
 from service.access import Caller
 from service.clock import iso
-from service.db.models import Champion, Environment, PolicyRow, utcnow
+from service.db.models import Champion, DatasetRevision, Environment, PolicyRow, utcnow
 from service.errors import NotFound, PreconditionFailed, PreconditionRequired, ValidationFailed
 from service.names import SPECIFIER_LEN, check_name, name_key
 from service.pagination import Page, offset_page
@@ -33,7 +33,11 @@ class PolicyInput:
     min_value: float | None = None
     min_improvement: float = 0.0
     allow_prereleases: bool = False
-    require_verified: bool = False
+    # None: true when the dataset revision has content (the service scores every run
+    # on it), false for a revision registered by digest only.
+    require_verified: bool | None = None
+    # None or empty: the server's ``allowed_formats`` (empty there too: any format).
+    formats: tuple[str, ...] | None = None
     reason: str = ""
     force: bool = False
 
@@ -128,26 +132,41 @@ def policy_document(row: PolicyRow) -> dict[str, Any]:
         "min_improvement": row.min_improvement,
         "allow_prereleases": row.allow_prereleases,
         "require_verified": row.require_verified,
+        "formats": list(row.formats or ()),
         "revision": row.revision,
         "updated_at": iso(row.updated_at),
     }
 
 
-def _validated(body: PolicyInput, dataset_label: str) -> Policy:
+def _validated(
+    body: PolicyInput, revision: DatasetRevision, server_formats: tuple[str, ...]
+) -> Policy:
+    require_verified = body.require_verified
+    if require_verified is None:
+        require_verified = revision.has_content
     try:
-        return Policy(
+        policy = Policy(
             versions=body.versions,
             stages=tuple(body.stages),
             metric=body.metric,
-            dataset=dataset_label,
+            dataset=revision.label,
             direction=body.direction,  # type: ignore[arg-type]
             min_value=body.min_value,
             min_improvement=body.min_improvement,
             allow_prereleases=body.allow_prereleases,
-            require_verified=body.require_verified,
+            require_verified=require_verified,
+            formats=tuple(body.formats or server_formats),
         )
     except PolicyError as exc:
         raise ValidationFailed.field(exc.field, exc.message) from None
+    beyond = sorted(set(policy.formats) - set(server_formats)) if server_formats else []
+    if beyond:
+        raise ValidationFailed.field(
+            "formats",
+            f"this server allows only {', '.join(server_formats)} (allowed_formats); "
+            f"not {', '.join(beyond)}",
+        )
+    return policy
 
 
 @dataclass(frozen=True)
@@ -184,6 +203,7 @@ def put_policy(
     caller: Caller,
     dry_run: bool = False,
     job_attempts: int = 3,
+    server_formats: tuple[str, ...] = (),
 ) -> PolicyChange:
     """Create or replace a policy and recompute that environment's champion.
 
@@ -192,6 +212,8 @@ def put_policy(
     412 (also when no policy exists yet). A replacement that would leave the
     environment with no champion is refused unless ``body.force``. A ``dry_run``
     (the plan) needs neither reason nor ``if_match`` and records nothing.
+    ``server_formats`` (the ``allowed_formats`` setting) is what a policy without
+    ``formats`` allows, and the most any policy may allow.
     """
     if not dry_run:
         audit.require_reason(body.reason, "a policy change")
@@ -200,7 +222,7 @@ def put_policy(
     if body.metric and not isinstance(body.metric, str):
         raise ValidationFailed.field("metric", "must be a string")
     revision = datasets.resolve(session, body.dataset)
-    policy = _validated(body, revision.label)
+    policy = _validated(body, revision, server_formats)
     if len(policy.versions) > SPECIFIER_LEN:
         raise ValidationFailed.field("versions", f"at most {SPECIFIER_LEN} characters")
     row = session.scalar(
@@ -230,6 +252,7 @@ def put_policy(
         "min_improvement": policy.min_improvement,
         "allow_prereleases": policy.allow_prereleases,
         "require_verified": policy.require_verified,
+        "formats": list(policy.formats),
     }
     created = row is None
     names_new_revision = row is None or row.dataset_revision_id != revision.id
@@ -302,11 +325,24 @@ def put_policy(
 
 
 def plan(
-    session: Session, environment: str, model: str, body: PolicyInput, *, caller: Caller
+    session: Session,
+    environment: str,
+    model: str,
+    body: PolicyInput,
+    *,
+    caller: Caller,
+    server_formats: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """What ``put_policy`` would do, without doing it."""
     change = put_policy(
-        session, environment, model, body, if_match=None, caller=caller, dry_run=True
+        session,
+        environment,
+        model,
+        body,
+        if_match=None,
+        caller=caller,
+        dry_run=True,
+        server_formats=server_formats,
     )
     session.rollback()
     before_run = change.before["run_id"] if change.before else None

@@ -23,6 +23,7 @@ from sqlalchemy import (
     CursorResult,
     and_,
     exists,
+    func,
     insert,
     literal,
     or_,
@@ -31,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, selectinload
 
-from service import audit, datasets
+from service import audit, champions, datasets
 from service.access import Caller
 from service.db.models import (
     JOB_ACTIVE_STATES,
@@ -250,6 +251,131 @@ def evaluate_on_request(
     return job, created
 
 
+@dataclass(frozen=True)
+class ModelEvaluation:
+    """What ``POST /models/{model}/evaluate`` did: jobs queued, and runs already scored.
+
+    ``already_scored`` counts runs verified on the revision or with a job pending,
+    running or succeeded there; ``pending_job_ids`` are the pending and running ones.
+    """
+
+    model: str
+    dataset: str
+    versions: str
+    job_ids: list[int]
+    already_scored: int
+    pending_job_ids: list[int]
+
+    @property
+    def jobs(self) -> int:
+        return len(self.job_ids)
+
+
+def evaluate_model(
+    session: Session,
+    model: str,
+    dataset: str,
+    versions: str | None,
+    *,
+    caller: Caller,
+    max_attempts: int,
+) -> ModelEvaluation:
+    """Score every run of ``model`` (of the versions in ``versions``) on a revision.
+
+    For a new test set revision: each run not yet scored on it (nor queued) gets a
+    job; a run whose job failed gets a new one, as on request for one run. Serialized
+    per model, so two requests never queue the same pair twice. Audited.
+    """
+    from policies.versions import InvalidVersionError, in_tolerance, parse_specifier
+    from service.registry import get_model
+
+    mdl = get_model(session, model, lock=True)
+    revision = datasets.resolve(session, dataset, missing_is_404=True)
+    if not revision.has_content:
+        raise ValidationFailed.field(
+            "dataset",
+            f"{revision.label} was registered by digest only; upload its content "
+            "(POST /datasets as multipart) to evaluate on it",
+        )
+    spec_text = (versions or "").strip()
+    try:
+        spec = parse_specifier(spec_text)
+    except InvalidVersionError as exc:
+        raise ValidationFailed.field("versions", str(exc)) from None
+    # Pre-releases are scored too: a policy may allow them, and scoring harms nothing.
+    version_ids = [
+        v.id for v in mdl.versions if in_tolerance(spec, v.version, allow_prereleases=True)
+    ]
+    runs_of = select(Run.id).where(Run.version_id.in_(version_ids))
+    done = _scored_or_queued(Run.id, revision.id, (PENDING, RUNNING, SUCCEEDED))
+    already = int(
+        session.scalar(select(func.count()).select_from(runs_of.where(done).subquery())) or 0
+    )
+    pending = list(
+        session.scalars(
+            select(Job.id)
+            .where(
+                Job.run_id.in_(runs_of),
+                Job.dataset_revision_id == revision.id,
+                Job.state.in_(list(ACTIVE)),
+            )
+            .order_by(Job.id)
+        )
+    )
+    now = utcnow()
+    queued = list(
+        session.scalars(
+            insert(Job)
+            .from_select(
+                [
+                    "kind",
+                    "run_id",
+                    "dataset_revision_id",
+                    "state",
+                    "trigger",
+                    "actor",
+                    "attempts",
+                    "max_attempts",
+                    "available_at",
+                    "created_at",
+                ],
+                select(
+                    literal("evaluate"),
+                    Run.id,
+                    literal(revision.id),
+                    literal(PENDING),
+                    literal("request"),
+                    literal(caller.name),
+                    literal(0),
+                    literal(max_attempts),
+                    literal(now),
+                    literal(now),
+                )
+                .where(Run.version_id.in_(version_ids), ~done)
+                .order_by(Run.id),
+            )
+            .returning(Job.id)
+        )
+    )
+    result = ModelEvaluation(mdl.name, revision.label, str(spec), queued, already, pending)
+    audit.record(
+        session,
+        caller,
+        "evaluation.request",
+        f"models/{mdl.name}/evaluations/{revision.label}",
+        before=None,
+        after={
+            "model": mdl.name,
+            "dataset": revision.label,
+            "versions": result.versions,
+            "jobs": result.jobs,
+            "already_scored": already,
+        },
+    )
+    session.commit()
+    return result
+
+
 def cancel_for_run(session: Session, run_id: int, reason: str) -> None:
     """Jobs of a removed run will never run; a running one is stopped at its next renewal."""
     session.execute(
@@ -257,6 +383,54 @@ def cancel_for_run(session: Session, run_id: int, reason: str) -> None:
         .where(Job.run_id == run_id, Job.state.in_(ACTIVE))
         .values(state=CANCELLED, error=reason, finished_at=utcnow(), claim_token=None)
     )
+
+
+def settle_failure(session: Session, job: Job) -> list[champions.Outcome]:
+    """A job has just failed: recompute the champions of its run's model.
+
+    A run whose evaluation failed is excluded (``evaluation_failed``), so a failure
+    can move a champion like a verified value can. The caller holds the model's
+    lock (``registry.lock_model``), taken before the job's row lock.
+    """
+    run = session.get(Run, job.run_id)
+    if run is None:
+        return []
+    label = job.dataset_revision.label
+    return champions.recompute(
+        session,
+        run.model_version.model,
+        trigger="evaluation_failed",
+        detail=f"run {run.id} on {label}: job {job.id} failed",
+        actor=job.actor or "worker",
+        changed_run=run.id,
+    )
+
+
+def _abandon(db: Database, job_id: int, run_id: int, now: Any) -> None:
+    """Fail a job that has used up its attempts, and move the champions it excludes.
+
+    The model is locked before the job, in the order every other writer takes them.
+    """
+    from service.registry import lock_model
+
+    with db.unit_of_work() as session:
+        run = session.get(Run, run_id)
+        if run is not None:
+            lock_model(session, run.model_version.model)
+        job = session.scalar(
+            select(Job).where(Job.id == job_id, _claimable(now)).with_for_update(skip_locked=True)
+        )
+        if job is None or job.attempts < job.max_attempts:
+            return  # taken or changed meanwhile: the next claim looks again
+        job.state = FAILED
+        job.error = (
+            f"abandoned after {job.attempts} attempt(s): the worker holding it "
+            f"({job.worker}) stopped renewing its lease"
+        )
+        job.finished_at = now
+        job.claim_token = None
+        settle_failure(session, job)
+        session.commit()
 
 
 def _claimable(now: Any) -> ColumnElement[bool]:
@@ -278,6 +452,7 @@ def claim(db: Database, worker: str, lease_seconds: int) -> Claim | None:
         if session.scalar(select(Job.id).where(_claimable(utcnow())).limit(1)) is None:
             return None
     while True:
+        abandoned: tuple[int, int] | None = None
         with db.unit_of_work() as session:
             now = utcnow()
             job = session.scalar(
@@ -290,26 +465,22 @@ def claim(db: Database, worker: str, lease_seconds: int) -> Claim | None:
             if job is None:
                 return None
             if job.attempts >= job.max_attempts:
-                job.state = FAILED
-                job.error = (
-                    f"abandoned after {job.attempts} attempt(s): the worker holding it "
-                    f"({job.worker}) stopped renewing its lease"
+                abandoned = (job.id, job.run_id)
+                session.rollback()
+            else:
+                job.state = RUNNING
+                job.attempts += 1
+                job.claim_token = uuid.uuid4().hex
+                job.worker = worker[:255]
+                job.started_at = now
+                job.lease_expires_at = now + timedelta(seconds=lease_seconds)
+                claimed = Claim(
+                    job.id, job.claim_token, job.run_id, job.dataset_revision_id, job.attempts
                 )
-                job.finished_at = now
-                job.claim_token = None
                 session.commit()
-                continue
-            job.state = RUNNING
-            job.attempts += 1
-            job.claim_token = uuid.uuid4().hex
-            job.worker = worker[:255]
-            job.started_at = now
-            job.lease_expires_at = now + timedelta(seconds=lease_seconds)
-            claimed = Claim(
-                job.id, job.claim_token, job.run_id, job.dataset_revision_id, job.attempts
-            )
-            session.commit()
-            return claimed
+                return claimed
+        if abandoned is not None:
+            _abandon(db, *abandoned, now)
 
 
 def renew(db: Database, claimed: Claim, lease_seconds: int) -> bool:

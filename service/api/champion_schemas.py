@@ -24,6 +24,9 @@ class ArtifactLinkSchema(ma.Schema):
     url = ma.fields.String()
     sha256 = ma.fields.String(allow_none=True)
     size = ma.fields.Integer(allow_none=True)
+    format = ma.fields.String(
+        allow_none=True, metadata={"description": "joblib, pickle, skops, onnx, …"}
+    )
 
 
 class ChampionSchema(ma.Schema):
@@ -51,6 +54,13 @@ class ChampionSchema(ma.Schema):
         }
     )
     held_since = ma.fields.String(allow_none=True)
+    allowed_formats = ma.fields.List(
+        ma.fields.String(),
+        metadata={
+            "description": "the artifact formats the policy allows ([]: any): a serving "
+            "layer refuses to load any other"
+        },
+    )
 
 
 class EnvironmentBodySchema(ma.Schema):
@@ -86,7 +96,24 @@ class PolicyBodySchema(ma.Schema):
         load_default=0.0, allow_nan=False, validate=ma.validate.Range(min=0)
     )
     allow_prereleases = ma.fields.Boolean(load_default=False)
-    require_verified = ma.fields.Boolean(load_default=False)
+    require_verified = ma.fields.Boolean(
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "only values the service computed count; default: true when the "
+            "dataset revision has content, false for one registered by digest only"
+        },
+    )
+    formats = ma.fields.List(
+        ma.fields.String(validate=ma.validate.Length(min=1, max=32)),
+        load_default=None,
+        allow_none=True,
+        validate=ma.validate.Length(max=20),
+        metadata={
+            "description": 'artifact formats a run may have, e.g. ["skops", "onnx"]; '
+            "absent or []: the server's allowed_formats (empty there: any)"
+        },
+    )
     reason = ma.fields.String(
         load_default="", metadata={"description": "why: required for a change (not for a plan)"}
     )
@@ -107,6 +134,10 @@ class PolicySchema(ma.Schema):
     min_improvement = ma.fields.Float()
     allow_prereleases = ma.fields.Boolean()
     require_verified = ma.fields.Boolean()
+    formats = ma.fields.Function(
+        lambda p: list(p.formats or ()),
+        metadata={"type": "array", "items": {"type": "string"}, "description": "[]: any"},
+    )
     revision = ma.fields.Integer()
     reason = ma.fields.String()
     updated_by = ma.fields.String()
@@ -143,6 +174,12 @@ class PlanSchema(ma.Schema):
     )
 
 
+class EvaluationStateSchema(ma.Schema):
+    job_id = ma.fields.Integer()
+    state = ma.fields.String(metadata={"description": "pending, running, succeeded or failed"})
+    error = ma.fields.String(allow_none=True, metadata={"description": "first line, if failed"})
+
+
 class CandidateSchema(ma.Schema):
     run_id = ma.fields.Integer()
     version = ma.fields.String()
@@ -158,6 +195,12 @@ class CandidateSchema(ma.Schema):
     )
     reported = ma.fields.Float(allow_none=True)
     verified = ma.fields.Float(allow_none=True)
+    format = ma.fields.String(allow_none=True, metadata={"description": "the artifact's format"})
+    evaluation = ma.fields.Nested(
+        EvaluationStateSchema,
+        allow_none=True,
+        metadata={"description": "the latest evaluation job on the policy's revision; null: none"},
+    )
 
 
 class DecisionSchema(ma.Schema):
@@ -181,6 +224,8 @@ class ExplainSchema(ma.Schema):
     metric = ma.fields.String()
     dataset = ma.fields.String()
     direction = ma.fields.String()
+    require_verified = ma.fields.Boolean()
+    formats = ma.fields.List(ma.fields.String(), metadata={"description": "[]: any"})
     pinned_run_id = ma.fields.Integer(allow_none=True)
     candidates = ma.fields.List(ma.fields.Nested(CandidateSchema))
 

@@ -67,7 +67,14 @@ def _environment_doc(env: Any, champs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _policy_input(body: dict[str, Any]) -> environments.PolicyInput:
-    return environments.PolicyInput(**{**body, "stages": tuple(body["stages"])})
+    formats = body.get("formats")
+    return environments.PolicyInput(
+        **{
+            **body,
+            "stages": tuple(body["stages"]),
+            "formats": None if formats is None else tuple(formats),
+        }
+    )
 
 
 def _if_match() -> int | None:
@@ -155,6 +162,7 @@ class PolicyView(MethodView):
             if_match=_if_match(),
             caller=caller(),
             job_attempts=ctx().settings.job_max_attempts,
+            server_formats=ctx().settings.allowed_format_list,
         )
         return change, 201 if change.created else 200, {"ETag": f'"{change.policy.revision}"'}
 
@@ -172,7 +180,14 @@ class PlanView(MethodView):
     @blp.response(200, PlanSchema)
     def post(self, body: dict[str, Any], env: str, model: str) -> Any:
         """Dry run of a policy: current vs proposed champion; nothing is stored"""
-        return environments.plan(uow(write=True), env, model, _policy_input(body), caller=caller())
+        return environments.plan(
+            uow(write=True),
+            env,
+            model,
+            _policy_input(body),
+            caller=caller(),
+            server_formats=ctx().settings.allowed_format_list,
+        )
 
 
 @blp.route("/environments/<env>/models/<model>")

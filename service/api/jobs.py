@@ -80,6 +80,54 @@ class EvaluateSchema(ma.Schema):
     )
 
 
+class ModelEvaluateSchema(ma.Schema):
+    dataset = ma.fields.String(
+        required=True,
+        metadata={"description": "name@revision, or name for its latest revision (with content)"},
+    )
+    versions = ma.fields.String(
+        load_default=None,
+        allow_none=True,
+        validate=ma.validate.Length(max=512),
+        metadata={"description": 'PEP 440 specifier set of the versions to score; "": all'},
+    )
+
+
+class ModelEvaluationSchema(ma.Schema):
+    model = ma.fields.String()
+    dataset = ma.fields.String(metadata={"description": "name@revision"})
+    versions = ma.fields.String(metadata={"description": 'the specifier applied; "": all'})
+    jobs = ma.fields.Integer(metadata={"description": "jobs queued by this request"})
+    already_scored = ma.fields.Integer(
+        metadata={"description": "runs verified on the revision or with a job pending or running"}
+    )
+    job_ids = ma.fields.List(ma.fields.Integer(), metadata={"description": "the jobs queued"})
+    pending_job_ids = ma.fields.List(
+        ma.fields.Integer(),
+        metadata={"description": "jobs already pending or running for these runs there"},
+    )
+
+
+@blp.route("/models/<model>/evaluate")
+class ModelEvaluateView(MethodView):
+    @blp.arguments(ModelEvaluateSchema)
+    @blp.response(202, ModelEvaluationSchema)
+    @blp.alt_response(404, schema=ApiErrorSchema, description="unknown model or dataset")
+    @blp.alt_response(
+        422, schema=ApiErrorSchema, description="a revision registered by digest only"
+    )
+    def post(self, body: dict[str, Any], model: str) -> Any:
+        """Score every run of a model (of some versions) on a dataset revision, server-side"""
+        return jobs.evaluate_model(
+            uow(write=True),
+            model,
+            body["dataset"],
+            body["versions"],
+            caller=caller(),
+            max_attempts=ctx().settings.job_max_attempts,
+        )
+
+
 @blp.route("/jobs")
 class Jobs(MethodView):
     @blp.arguments(JobListArgs, location="query")

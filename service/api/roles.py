@@ -31,6 +31,8 @@ ROUTE_ROLES: dict[str, dict[str, str]] = {
     "runs.ArtifactView": {"GET": R},
     "runs.Evaluations": {"GET": R, "POST": CI},
     "jobs.EvaluateView": {"POST": CI},
+    # Scoring every run of a model costs the workers hours: a release decision.
+    "jobs.ModelEvaluateView": {"POST": REL},
     "jobs.Jobs": {"GET": R},
     "jobs.JobView": {"GET": R},
     "datasets.Datasets": {"GET": R, "POST": CI},

@@ -31,6 +31,15 @@ class Unreachable(RegistryError):
     """No answer: connection refused, DNS, timeout."""
 
 
+class FormatNotAllowed(RegistryError):
+    """``ChampionLoader`` refuses the champion's artifact format (code ``format_not_allowed``),
+    before it downloads or loads anything: the policy's ``allowed_formats`` exclude it, or
+    it is pickle/joblib and the loader has ``allow_pickle=False``."""
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, code="format_not_allowed", details=details)
+
+
 class BadRequest(RegistryError):
     pass
 

@@ -11,6 +11,13 @@
   champion it knew from the cache.
 - Safe to call from several threads: one refresh at a time; ``load()`` never waits
   for a refresh in progress once a model is loaded.
+- Only code that may run, runs: a champion whose artifact format its policy does not
+  allow (the champion's ``allowed_formats``), or a pickle/joblib one when the loader
+  was built with ``allow_pickle=False``, raises :class:`FormatNotAllowed` before any
+  byte is downloaded or unpickled, and the model loaded before keeps serving. The
+  default deserializer picks the loader by format: joblib/pickle with ``joblib``,
+  skops with ``skops.io`` after its trusted-type check (``skops_trusted`` adds types),
+  ONNX with ``onnxruntime.InferenceSession``.
 """
 
 from __future__ import annotations
@@ -21,11 +28,17 @@ import logging
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.client.errors import RegistryError, ServerError, Unavailable, Unreachable
+from service.client.errors import (
+    FormatNotAllowed,
+    RegistryError,
+    ServerError,
+    Unavailable,
+    Unreachable,
+)
 from service.client.models import Champion
 from service.client.registry import Registry
 from service.client.transport import sha256_of
@@ -34,6 +47,8 @@ log = logging.getLogger("modelreg.loader")
 
 # Failures that mean "the registry cannot answer now", not "the answer is no".
 _OUTAGE = (Unreachable, Unavailable, ServerError)
+# Formats whose loading runs arbitrary code (pickle underneath).
+PICKLE_FORMATS = frozenset({"joblib", "pickle"})
 
 
 def _default_cache() -> Path:
@@ -52,13 +67,17 @@ class ChampionLoader:
         deserialize: Callable[[Path], Any] | None = None,
         timeout: float = 30.0,
         registry: Registry | None = None,
+        allow_pickle: bool = True,
+        skops_trusted: Sequence[str] = (),
     ) -> None:
         self.environment = environment
         self.model_name = model
         self.registry = registry or Registry(url, token, timeout=timeout)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache()
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        self._deserialize = deserialize or _joblib_load
+        self.allow_pickle = allow_pickle
+        self.skops_trusted = tuple(skops_trusted)
+        self._deserialize = deserialize
         self._lock = threading.Lock()
         self._model: Any = None
         self._champion: Champion | None = None
@@ -94,6 +113,7 @@ class ChampionLoader:
                 self.offline = False
             if champion is None:  # 304: what we serve is current
                 return False
+            self.check_format(champion)
             if self._champion is not None and champion.sha256 == self._champion.sha256:
                 self._champion, self._etag = champion, etag  # same bytes: nothing to load
                 self._remember(champion)
@@ -102,7 +122,7 @@ class ChampionLoader:
                 path = self._artifact(champion)
             except _OUTAGE as exc:
                 return self._outage(exc)
-            model = self._deserialize(path)
+            model = self._load(champion, path)
             changed = self._champion is None or self._champion.run_id != champion.run_id
             self._model, self._champion, self._etag = model, champion, etag
             self._remember(champion)
@@ -116,7 +136,30 @@ class ChampionLoader:
             )
             return changed
 
+    def check_format(self, champion: Champion) -> None:
+        """Raise :class:`FormatNotAllowed` unless this champion's format may be loaded."""
+        fmt = (champion.format or "").lower()
+        allowed = tuple(f.lower() for f in champion.allowed_formats)
+        details = {"format": champion.format, "allowed_formats": list(allowed)}
+        if allowed and fmt not in allowed:
+            raise FormatNotAllowed(
+                f"{champion.environment}'s policy for {champion.model} allows only "
+                f"{', '.join(allowed)}; run {champion.run_id} is {champion.format or 'unknown'}",
+                details,
+            )
+        if not self.allow_pickle and fmt in PICKLE_FORMATS:
+            raise FormatNotAllowed(
+                f"run {champion.run_id} of {champion.model} is a {fmt} artifact, which runs "
+                "code when loaded, and this loader was built with allow_pickle=False",
+                details,
+            )
+
     # -- internals -----------------------------------------------------------------------
+
+    def _load(self, champion: Champion, path: Path) -> Any:
+        if self._deserialize is not None:
+            return self._deserialize(path)
+        return load_artifact(path, champion.format, self.skops_trusted, self.allow_pickle)
 
     def _outage(self, exc: RegistryError) -> bool:
         if self._champion is None:
@@ -124,7 +167,8 @@ class ChampionLoader:
             if remembered is None:
                 raise exc
             champion, path = remembered
-            self._model, self._champion = self._deserialize(path), champion
+            self.check_format(champion)
+            self._model, self._champion = self._load(champion, path), champion
             log.warning(
                 "registry %s unreachable (%s); serving cached %s run %s (sha256 %s)",
                 self.registry.url,
@@ -182,7 +226,37 @@ class ChampionLoader:
         return champion, path
 
 
-def _joblib_load(path: Path) -> Any:
-    import joblib
+def load_artifact(
+    path: Path, fmt: str | None, skops_trusted: Sequence[str] = (), allow_pickle: bool = True
+) -> Any:
+    """Load an artifact by its format; skops files pass the trusted-type check first.
 
-    return joblib.load(path)
+    Any other format is read with joblib (which unpickles), unless ``allow_pickle`` is
+    false: then only skops and ONNX load.
+    """
+    fmt = (fmt or "").lower()
+    if fmt == "skops":
+        import skops.io as sio
+
+        untrusted = sorted(set(sio.get_untrusted_types(file=path)) - set(skops_trusted))
+        if untrusted:
+            raise FormatNotAllowed(
+                "the skops artifact contains types that are not trusted: "
+                + ", ".join(untrusted[:20])
+                + " (pass skops_trusted= to accept them)",
+                {"format": "skops", "untrusted": untrusted},
+            )
+        return sio.load(path, trusted=list(skops_trusted))
+    if fmt == "onnx":
+        import onnxruntime
+
+        return onnxruntime.InferenceSession(str(path))
+    if allow_pickle:
+        import joblib
+
+        return joblib.load(path)
+    raise FormatNotAllowed(
+        f"artifact format {fmt or 'unknown'!r} has no loader that runs no code; "
+        "pass deserialize= to load it",
+        {"format": fmt or None},
+    )

@@ -80,6 +80,32 @@ class Job(Resource):
 
 
 @dataclass(frozen=True)
+class ModelEvaluation(Resource):
+    """What :meth:`Registry.evaluate_model` queued: ``jobs`` new jobs (``job_ids``), and
+    ``already_scored`` runs verified or with a job pending or running (``pending_job_ids``)."""
+
+    model: str = ""
+    dataset: str = ""
+    versions: str = ""
+    jobs: int = 0
+    already_scored: int = 0
+    job_ids: tuple[int, ...] = ()
+    pending_job_ids: tuple[int, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ModelEvaluation:
+        lists = ("job_ids", "pending_job_ids")
+        base = super().from_json({k: v for k, v in data.items() if k not in lists})
+        tuples = {k: tuple(int(i) for i in data.get(k) or ()) for k in lists}
+        return cls(**{**_values(base), "raw": dict(data), **tuples})
+
+    @property
+    def waiting_for(self) -> tuple[int, ...]:
+        """Every job this request leaves to finish: the new ones and those already queued."""
+        return tuple(sorted({*self.job_ids, *self.pending_job_ids}))
+
+
+@dataclass(frozen=True)
 class Run(Resource):
     id: int = 0
     model: str = ""
@@ -152,6 +178,19 @@ class Champion(Resource):
     selected_at: str | None = None
     reason: str = ""
     policy_revision: int = 0
+    allowed_formats: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Champion:
+        base = super().from_json({k: v for k, v in data.items() if k != "allowed_formats"})
+        formats = tuple(data.get("allowed_formats") or ())
+        return cls(**{**_values(base), "raw": dict(data), "allowed_formats": formats})
+
+    @property
+    def format(self) -> str | None:
+        """The artifact's format (``joblib``, ``pickle``, ``skops``, ``onnx``, …)."""
+        value = self.artifact.get("format")
+        return None if value is None else str(value)
 
     @property
     def value(self) -> float | None:
@@ -193,6 +232,7 @@ class Policy(Resource):
     min_improvement: float = 0.0
     allow_prereleases: bool = False
     require_verified: bool = False
+    formats: tuple[str, ...] = ()
     revision: int = 0
     reason: str = ""
     updated_by: str = ""
@@ -200,9 +240,14 @@ class Policy(Resource):
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Policy:
-        base = super().from_json({k: v for k, v in data.items() if k != "stages"})
+        base = super().from_json({k: v for k, v in data.items() if k not in ("stages", "formats")})
         return cls(
-            **{**_values(base), "raw": dict(data), "stages": tuple(data.get("stages") or ())}
+            **{
+                **_values(base),
+                "raw": dict(data),
+                "stages": tuple(data.get("stages") or ()),
+                "formats": tuple(data.get("formats") or ()),
+            }
         )
 
     @property
@@ -251,6 +296,11 @@ class Candidate(Resource):
     rank: int | None = None
     reasons: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    reported: float | None = None
+    verified: float | None = None
+    format: str | None = None
+    # The latest evaluation job on the policy's revision: {job_id, state, error}, or None.
+    evaluation: dict[str, Any] | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Candidate:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from service.client.models import (
     Evaluation,
     Job,
     Model,
+    ModelEvaluation,
     Outcome,
     Run,
     Version,
@@ -301,6 +302,48 @@ class Registry(ReleaseMethods):
             "POST", f"/runs/{int(run_id)}/evaluate", json_body={"dataset": dataset}
         )
         return Job.from_json(doc)
+
+    def evaluate_model(
+        self, model: str, dataset: str, *, versions: str | None = None
+    ) -> ModelEvaluation:
+        """Score every run of ``model`` (of the ``versions`` specifier) on a revision with
+        content: a job per run not yet scored there. Needs a release token."""
+        body: dict[str, Any] = {"dataset": dataset}
+        if versions is not None:
+            body["versions"] = versions
+        doc = self._http.json("POST", f"/models/{_seg(model)}/evaluate", json_body=body)
+        return ModelEvaluation.from_json(doc)
+
+    def wait_for_jobs(
+        self,
+        job_ids: Iterable[int],
+        *,
+        timeout: float = 3600,
+        poll: float = 1.0,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[Job]:
+        """Poll until every job in ``job_ids`` has ended; returns those that did not
+        succeed (failed or cancelled), by id: an empty list means all succeeded.
+
+        Each poll lists the pending and running jobs (two paged reads, whatever the
+        number of ids); ``progress(done, total)`` is called after each one.
+        """
+        wanted = set(job_ids)
+        deadline = time.monotonic() + timeout
+        while True:
+            active = {j.id for state in ("pending", "running") for j in self.jobs(state=state)}
+            left = wanted & active
+            if progress is not None:
+                progress(len(wanted) - len(left), len(wanted))
+            if not left:
+                ended = [j for s in ("failed", "cancelled") for j in self.jobs(state=s)]
+                return sorted((j for j in ended if j.id in wanted), key=lambda j: j.id)
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"{len(left)} of {len(wanted)} jobs still pending or running after "
+                    f"{timeout:g} s"
+                )
+            time.sleep(poll)
 
     def job(self, job_id: int) -> Job:
         return Job.from_json(self._http.json("GET", f"/jobs/{int(job_id)}"))

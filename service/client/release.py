@@ -3,6 +3,7 @@ policies, champions, pins, tokens and the audit log."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -55,15 +56,19 @@ class ReleaseMethods:
         min_value: float | None = None,
         min_improvement: float = 0.0,
         allow_prereleases: bool = False,
-        require_verified: bool = False,
+        require_verified: bool | None = None,
+        formats: Sequence[str] | None = None,
         force: bool = False,
         if_match: int | None = None,
     ) -> Policy:
         """Create or replace a policy. Replacing needs the revision you last saw
-        (``if_match``): a stale one raises :class:`PreconditionFailed`."""
+        (``if_match``): a stale one raises :class:`PreconditionFailed`.
+
+        ``require_verified=None`` takes the server's default (true when the dataset
+        revision has content); ``formats=None`` the server's ``allowed_formats``."""
         body = _policy_body(
             versions, stages, metric, dataset, direction, min_value, min_improvement,
-            allow_prereleases, require_verified,
+            allow_prereleases, require_verified, formats,
         )  # fmt: skip
         body.update(reason=reason, force=force)
         headers = {"If-Match": f'"{if_match}"'} if if_match is not None else None
@@ -83,12 +88,13 @@ class ReleaseMethods:
         min_value: float | None = None,
         min_improvement: float = 0.0,
         allow_prereleases: bool = False,
-        require_verified: bool = False,
+        require_verified: bool | None = None,
+        formats: Sequence[str] | None = None,
     ) -> Plan:
         """What :meth:`put_policy` would do; nothing is stored."""
         body = _policy_body(
             versions, stages, metric, dataset, direction, min_value, min_improvement,
-            allow_prereleases, require_verified,
+            allow_prereleases, require_verified, formats,
         )  # fmt: skip
         path = f"/environments/{_seg(environment)}/policies/{_seg(model)}/plan"
         return Plan.from_json(self._http.json("POST", path, json_body=body))
@@ -169,7 +175,8 @@ def _policy_body(
     min_value: float | None,
     min_improvement: float,
     allow_prereleases: bool,
-    require_verified: bool,
+    require_verified: bool | None,
+    formats: Sequence[str] | None,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "versions": versions,
@@ -178,8 +185,11 @@ def _policy_body(
         "dataset": dataset,
         "min_improvement": min_improvement,
         "allow_prereleases": allow_prereleases,
-        "require_verified": require_verified,
     }
+    if require_verified is not None:
+        body["require_verified"] = require_verified
+    if formats is not None:
+        body["formats"] = list(formats)
     if direction is not None:
         body["direction"] = direction
     if min_value is not None:

@@ -187,10 +187,14 @@ def json_part(value: Any) -> str:
 
 
 class TerminalProgress:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal."""
+    """A one-line progress bar on stderr, drawn only when stderr is a terminal.
 
-    def __init__(self, label: str, stream: IO[str] | None = None) -> None:
+    ``unit="bytes"`` counts MiB; any other unit counts items (``3/12 jobs``).
+    """
+
+    def __init__(self, label: str, stream: IO[str] | None = None, unit: str = "bytes") -> None:
         self.label = label
+        self.unit = unit
         self.stream = stream or sys.stderr
         self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
         self._last = -1
@@ -205,9 +209,12 @@ class TerminalProgress:
         filled = percent * 30 // 100
         bar = "#" * filled + " " * (30 - filled)
         end = "\n" if done >= total else ""
-        self.stream.write(
-            f"\r{self.label} [{bar}] {percent:3d}% {done / 2**20:.1f}/{total / 2**20:.1f} MiB{end}"
+        count = (
+            f"{done / 2**20:.1f}/{total / 2**20:.1f} MiB"
+            if self.unit == "bytes"
+            else f"{done}/{total} {self.unit}"
         )
+        self.stream.write(f"\r{self.label} [{bar}] {percent:3d}% {count}{end}")
         self.stream.flush()
 
 

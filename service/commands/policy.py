@@ -48,6 +48,7 @@ def _policy_text(p: Policy) -> str:
             ("min_improvement", p.min_improvement),
             ("allow_prereleases", p.allow_prereleases),
             ("require_verified", p.require_verified),
+            ("formats", list(p.formats) or "any"),
             ("revision", p.revision),
             ("reason", p.reason),
             ("updated by", p.updated_by),
@@ -156,6 +157,12 @@ def policy_options(func: Callable[..., Any]) -> Callable[..., Any]:
             click.option("--min-improvement", type=float, default=None),
             click.option("--allow-prereleases/--no-allow-prereleases", default=None),
             click.option("--require-verified/--no-require-verified", default=None),
+            click.option(
+                "--formats",
+                default=None,
+                metavar="F1,F2",
+                help='artifact formats a run may have, e.g. skops,onnx ("" = the server\'s)',
+            ),
         ]
     ):
         func = option(func)
@@ -170,6 +177,8 @@ def _merged(api: Api, current: Policy | None, given: dict[str, Any]) -> dict[str
         del options["min_value"]
     if "stages" in options:
         options["stages"] = [s.strip() for s in options["stages"].split(",") if s.strip()]
+    if "formats" in options:
+        options["formats"] = [f.strip() for f in options["formats"].split(",") if f.strip()]
     base = stored(current)
     if base is None:
         missing = [f"--{k}" for k in ("stages", "metric", "dataset") if k not in options]

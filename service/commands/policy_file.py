@@ -13,7 +13,8 @@ key left out takes its default, not the stored value)::
     dataset = "wine-holdout"            # required; a name means its latest revision, name@3 pins
 
 Optional keys: ``direction`` ("max"/"min"; default from the metric), ``min_value``,
-``min_improvement`` (0), ``allow_prereleases`` (false), ``require_verified`` (false).
+``min_improvement`` (0), ``allow_prereleases`` (false); ``require_verified`` and ``formats``
+left out are left to the server (true on a revision with content; its allowed_formats).
 Values are checked here with the very ``policies.Policy`` the server uses, so the
 comparison with a stored policy sees canonical specifiers, stage order and directions.
 """
@@ -39,7 +40,10 @@ DEFAULTS: dict[str, Any] = {
     "min_value": None,
     "min_improvement": 0.0,
     "allow_prereleases": False,
-    "require_verified": False,
+    # None: left to the server (require_verified: true on a revision with content;
+    # formats: the server's allowed_formats), and not compared with what is stored.
+    "require_verified": None,
+    "formats": None,
 }
 # The fields of a policy body, in the order they are shown.
 FIELDS = (
@@ -52,6 +56,7 @@ FIELDS = (
     "min_improvement",
     "allow_prereleases",
     "require_verified",
+    "formats",
 )
 
 
@@ -161,7 +166,10 @@ def _body(raw: dict[str, Any], where: str) -> dict[str, Any]:
         "min_value": lambda v: v is None or _is_number(v),
         "min_improvement": _is_number,
         "allow_prereleases": lambda v: isinstance(v, bool),
-        "require_verified": lambda v: isinstance(v, bool),
+        "require_verified": lambda v: v is None or isinstance(v, bool),
+        "formats": lambda v: (
+            v is None or (isinstance(v, list) and all(isinstance(f, str) for f in v))
+        ),
     }
     expected = {
         "versions": "a string",
@@ -173,6 +181,7 @@ def _body(raw: dict[str, Any], where: str) -> dict[str, Any]:
         "min_improvement": "a number",
         "allow_prereleases": "true or false",
         "require_verified": "true or false",
+        "formats": 'a list of artifact formats, e.g. ["skops", "onnx"]',
     }
     for key, check in checks.items():
         if not check(body[key]):
@@ -202,7 +211,8 @@ def normalized(body: dict[str, Any], dataset_label: str, where: str = "") -> dic
             min_value=_float(body.get("min_value")),
             min_improvement=float(body.get("min_improvement", 0.0)),
             allow_prereleases=body.get("allow_prereleases", False),
-            require_verified=body.get("require_verified", False),
+            require_verified=bool(body.get("require_verified")),
+            formats=tuple(body.get("formats") or ()),
         )
     except PolicyError as exc:
         raise PolicyFileError(
@@ -217,7 +227,12 @@ def normalized(body: dict[str, Any], dataset_label: str, where: str = "") -> dic
         "min_value": policy.min_value,
         "min_improvement": policy.min_improvement,
         "allow_prereleases": policy.allow_prereleases,
-        "require_verified": policy.require_verified,
+        **(
+            {}
+            if body.get("require_verified") is None
+            else {"require_verified": policy.require_verified}
+        ),
+        **({} if body.get("formats") is None else {"formats": list(policy.formats)}),
     }
 
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 
 from service.client.models import DatasetRevision, Evaluation, Job, Run
+from service.client.transport import TerminalProgress
 from service.commands.common import (
     Api,
     CliError,
@@ -363,19 +364,88 @@ def jobs_show(api: Api, job_id: int) -> None:
 
 
 @click.command()
-@click.argument("run_id", type=int)
-@click.argument("dataset", metavar="DATASET[@REV]")
-@click.option("--wait", is_flag=True, help="wait for the job to end; exit 1 if it fails")
-@click.option("--timeout", type=float, default=300.0, show_default=True, help="seconds")
+@click.argument("target", metavar="MODEL | RUN_ID")
+@click.argument("dataset_arg", metavar="[DATASET[@REV]]", required=False)
+@click.option(
+    "--dataset",
+    "model_dataset",
+    metavar="NAME[@REV]",
+    default=None,
+    help="score every run of MODEL on this revision (with content)",
+)
+@click.option(
+    "--versions", default=None, metavar="SPEC", help="with --dataset: only these versions"
+)
+@click.option("--wait", is_flag=True, help="wait for the jobs to end; exit 1 if any of them fails")
+@click.option(
+    "--timeout", type=float, default=None, help="seconds to wait [300 for a run, 3600 a model]"
+)
 @api_command
-def evaluate(api: Api, run_id: int, dataset: str, wait: bool, timeout: float) -> None:
-    """Have the service score RUN_ID on DATASET (verified metrics)."""
-    job = api.registry.evaluate(run_id, dataset)
+def evaluate(
+    api: Api,
+    target: str,
+    dataset_arg: str | None,
+    model_dataset: str | None,
+    versions: str | None,
+    wait: bool,
+    timeout: float | None,
+) -> None:
+    """Have the service score runs (verified metrics).
+
+    \b
+    modelreg evaluate MODEL --dataset NAME[@REV] [--versions SPEC] [--wait]
+        every run of MODEL not yet scored on that revision (a new test set)
+    modelreg evaluate RUN_ID DATASET[@REV] [--wait]
+        one run
+    """
+    if model_dataset is not None:
+        if dataset_arg is not None:
+            raise click.UsageError("give the dataset once: MODEL --dataset NAME[@REV]")
+        _evaluate_model(api, target, model_dataset, versions, wait, timeout or 3600.0)
+        return
+    if versions is not None:
+        raise click.UsageError("--versions needs --dataset: MODEL --dataset NAME[@REV]")
+    if dataset_arg is None or not target.isdigit():
+        raise click.UsageError("expected MODEL --dataset NAME[@REV], or RUN_ID DATASET[@REV]")
+    job = api.registry.evaluate(int(target), dataset_arg)
     if wait and not job.done:
-        job = api.registry.wait_for_job(job.id, timeout=timeout)
+        job = api.registry.wait_for_job(job.id, timeout=timeout or 300.0)
     api.out(job, lambda: _job_text(job))
     if wait and job.state != "succeeded":
         raise CliError(f"job {job.id} {job.state}: {job.error or 'no result'}")
+
+
+def _evaluate_model(
+    api: Api, model: str, dataset: str, versions: str | None, wait: bool, timeout: float
+) -> None:
+    queued = api.registry.evaluate_model(model, dataset, versions=versions)
+    if not wait:
+        api.out(
+            queued,
+            lambda: (
+                f"{queued.jobs} job(s) queued for {queued.model} on {queued.dataset}; "
+                f"{queued.already_scored} run(s) already scored or queued"
+            ),
+        )
+        return
+    if not api.as_json:
+        click.echo(
+            f"{queued.jobs} job(s) queued for {queued.model} on {queued.dataset}; "
+            f"{queued.already_scored} run(s) already scored or queued"
+        )
+    waiting = queued.waiting_for
+    bar = TerminalProgress(f"evaluating {queued.model} on {queued.dataset}", unit="jobs")
+    unsuccessful = api.registry.wait_for_jobs(waiting, timeout=timeout, progress=bar)
+    failed = [j for j in unsuccessful if j.state == "failed"]
+    api.out(
+        {**queued.raw, "finished": len(waiting), "failed": [j.raw for j in unsuccessful]},
+        lambda: (
+            f"{len(waiting)} job(s) finished, {len(failed)} failed"
+            + ("\n" + jobs_table(unsuccessful) if unsuccessful else "")
+        ),
+    )
+    if failed:
+        raise CliError(f"{len(failed)} of {len(waiting)} evaluation(s) failed")
 
 
 COMMANDS: list[click.Command] = [runs, register, datasets, jobs, evaluate]

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -248,6 +249,8 @@ class PolicyRow(Base):
     min_improvement: Mapped[float] = mapped_column(Float, default=0.0)
     allow_prereleases: Mapped[bool] = mapped_column(Boolean, default=False)
     require_verified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Artifact formats a run may have to be chosen; empty: any.
+    formats: Mapped[list[str]] = mapped_column(default=list, server_default=text("'[]'"))
     revision: Mapped[int] = mapped_column(Integer, default=1)
     reason: Mapped[str] = mapped_column(Text, default="")
     updated_by: Mapped[str] = mapped_column(String(NAME_LEN), default="")
@@ -305,6 +308,9 @@ class Champion(Base):
     dataset: Mapped[str] = mapped_column(String(NAME_LEN + 12))
     artifact_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
     artifact_size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    artifact_format: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # The policy's formats ([] or None: any), for serving layers to check before loading.
+    allowed_formats: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     reason: Mapped[str] = mapped_column(String(32))
     policy_revision: Mapped[int] = mapped_column(Integer)
     selected_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -298,6 +298,7 @@ class Worker:
             if not outcome.ok:
                 job.state = jobs.FAILED
                 job.error = outcome.error
+                jobs.settle_failure(session, job)
                 session.commit()
                 return Processed(claim.job_id, jobs.FAILED, outcome.error)
             stored = self._add_verified(session, job, outcome.metrics)
@@ -378,6 +379,9 @@ class Worker:
         """Give a job back after our own failure: retried later, or failed when out of tries."""
         try:
             with self.db.unit_of_work() as session:
+                run = session.get(Run, claim.run_id)
+                if run is not None:  # a failure below moves champions: model lock first
+                    lock_model(session, run.model_version.model)
                 job = jobs.held(session, claim)
                 if job is None:
                     return Processed(claim.job_id, "lost", error)
@@ -387,6 +391,7 @@ class Worker:
                 if job.attempts >= job.max_attempts:
                     job.state = jobs.FAILED
                     job.finished_at = utcnow()
+                    jobs.settle_failure(session, job)
                 else:
                     job.state = jobs.PENDING
                     job.available_at = utcnow() + timedelta(seconds=2**job.attempts)

@@ -30,7 +30,7 @@ import pytest
 import requests
 from sklearn.ensemble import RandomForestClassifier
 
-from service.client import ChampionLoader, NotFound, Registry, Unreachable
+from service.client import ChampionLoader, FormatNotAllowed, NotFound, Registry, Unreachable
 from tests.e2e.conftest import ADMIN_TOKEN, Server, TimeoutSession, launch
 from tests.e2e.test_client import f1_of, forest, module_database, start_live_server
 from tests.e2e.test_wine_scenario import Holdout, wine_holdout
@@ -467,3 +467,115 @@ def test_a_download_cut_short_is_an_outage_that_keeps_the_cached_model_and_leave
         assert loader.offline is False
     cached = sorted(p.name for p in (tmp_path / "cache" / "sha256").iterdir())
     assert cached == sorted(hashlib.sha256(c).hexdigest() for c in state.artifacts.values())
+
+
+# -- formats: only code that may run, runs --------------------------------------------------
+
+
+def test_a_champion_in_a_format_its_policy_forbids_is_refused_before_any_download(
+    tmp_path: Path,
+) -> None:
+    state = FakeRegistry()
+    state.serve(1, dumped({"model": "first"}))
+    state.champion["artifact"]["format"] = "joblib"
+    state.champion["allowed_formats"] = []
+    with fake_registry(state) as url:
+        loader = ChampionLoader(url, ENV, "Fake", cache_dir=tmp_path / "cache", timeout=10)
+        assert loader.load()["model"] == "first"
+
+        state.serve(2, dumped({"model": "second"}))
+        state.champion["artifact"]["format"] = "joblib"
+        state.champion["allowed_formats"] = ["onnx", "skops"]
+        with pytest.raises(FormatNotAllowed, match="allows only onnx, skops") as info:
+            loader.refresh()
+        assert info.value.code == "format_not_allowed"
+        assert info.value.details == {"format": "joblib", "allowed_formats": ["onnx", "skops"]}
+        assert loader.load()["model"] == "first"  # what was loaded keeps serving
+        assert not (tmp_path / "cache" / "sha256" / state.champion["artifact"]["sha256"]).exists()
+
+
+@pytest.mark.parametrize("fmt", ["joblib", "pickle"])
+def test_a_loader_built_with_allow_pickle_false_never_unpickles(tmp_path: Path, fmt: str) -> None:
+    state = FakeRegistry()
+    state.serve(1, dumped({"model": "pickled"}))
+    state.champion["artifact"]["format"] = fmt
+    with fake_registry(state) as url:
+        loader = ChampionLoader(
+            url, ENV, "Fake", cache_dir=tmp_path / "cache", timeout=10, allow_pickle=False
+        )
+        with pytest.raises(FormatNotAllowed, match="allow_pickle=False"):
+            loader.load()
+        assert loader.champion is None
+        assert not (tmp_path / "cache" / "sha256").exists()
+
+
+def test_a_skops_champion_loads_without_pickle_when_its_types_are_trusted(
+    tmp_path: Path, holdout: Holdout
+) -> None:
+    import skops.io as sio
+
+    estimator = forest(holdout, 3, 0)
+    state = FakeRegistry()
+    state.serve(1, sio.dumps(estimator))
+    state.champion["artifact"]["format"] = "skops"
+    state.champion["allowed_formats"] = ["skops"]
+    with fake_registry(state) as url:
+        strict = ChampionLoader(
+            url, ENV, "Fake", cache_dir=tmp_path / "strict", timeout=10, allow_pickle=False
+        )
+        with pytest.raises(FormatNotAllowed, match="not trusted"):
+            strict.load()
+        trusting = ChampionLoader(
+            url,
+            ENV,
+            "Fake",
+            cache_dir=tmp_path / "cache",
+            timeout=10,
+            allow_pickle=False,
+            skops_trusted=["sklearn.tree._tree.Tree"],
+        )
+        assert same_predictions(trusting.load(), estimator, holdout)
+
+
+def test_the_served_champion_names_its_format_and_a_strict_loader_takes_only_skops(
+    live: Server, holdout: Holdout, tmp_path: Path
+) -> None:
+    import skops.io as sio
+
+    publisher = Publisher(live, "Formats", holdout)
+    publisher.publish(3, seed=0)
+    strict = ChampionLoader(
+        live.url,
+        ENV,
+        "Formats",
+        token=ADMIN_TOKEN,
+        cache_dir=tmp_path / "cache",
+        timeout=10,
+        allow_pickle=False,
+        skops_trusted=["sklearn.tree._tree.Tree"],
+    )
+    log = counted(strict)
+    with pytest.raises(FormatNotAllowed, match="joblib artifact"):
+        strict.load()
+    assert log.artifact_downloads() == 0
+
+    estimator = forest(holdout, 4, 1)
+    path = tmp_path / "forest.skops"
+    sio.dump(estimator, path)
+    registry = publisher.registry
+    registry.register_run(
+        "Formats", "1.0", path, metrics={"f1": 0.0}, dataset=DATASET, progress=False
+    )
+    registry.put_policy(
+        ENV,
+        "Formats",
+        metric="f1",
+        dataset=DATASET,
+        stages=["None"],
+        formats=["skops"],
+        reason="no pickles in PROD",
+        if_match=registry.policy(ENV, "Formats").revision,
+    )
+    served = registry.champion(ENV, "Formats")
+    assert (served.format, served.allowed_formats) == ("skops", ("skops",))
+    assert same_predictions(strict.load(), estimator, holdout)

@@ -88,17 +88,12 @@ def artifact(tmp_path: Path, name: str, content: bytes) -> Path:
 
 
 def setup_registry(cli: Cli, tmp_path: Path) -> dict[str, int]:
-    """AImodel 1.0 (runs f1 0.80, 0.90) in Production, 2.0 (f1 0.95) in Staging → run ids."""
-    cli(
-        "datasets",
-        "upload",
-        "holdout",
-        artifact(tmp_path, "holdout.csv", HOLDOUT_CSV),
-        "--target",
-        "target",
-        "--task",
-        "classification",
-    )
+    """AImodel 1.0 (runs f1 0.80, 0.90) in Production, 2.0 (f1 0.95) in Staging → run ids.
+
+    The artifacts are no models and the test set is registered by digest only, so the
+    reported values are what selection has (on a revision with content the service's
+    own evaluation would fail and exclude them)."""
+    cli("datasets", "register", "holdout", hashlib.sha256(HOLDOUT_CSV).hexdigest())
     ids = {}
     for key, version, f1 in [("1.0a", "1.0", 0.8), ("1.0b", "1.0", 0.9), ("2.0", "2.0", 0.95)]:
         path = artifact(tmp_path, f"m-{key}.bin", f"model {key}".encode())
@@ -438,9 +433,8 @@ def test_policy_apply_shows_the_diff_applies_it_once_and_then_says_no_change(
         "  min_value: null",
         "  min_improvement: 0.0",
         "  allow_prereleases: false",
-        "  require_verified: false",
         f"  champion: none → run {ids['1.0b']} (AImodel 1.0 #2, f1 0.9)",
-        "  eligible runs: 2, 3 evaluation(s) would be scheduled",
+        "  eligible runs: 2",
         "INT/AImodel: new policy",
         '  versions: "<=2.0"',
         '  stages: ["Staging", "Production"]',
@@ -450,7 +444,6 @@ def test_policy_apply_shows_the_diff_applies_it_once_and_then_says_no_change(
         "  min_value: null",
         "  min_improvement: 0.0",
         "  allow_prereleases: false",
-        "  require_verified: false",
         "  champion: none → chosen once environment INT exists",
         "dry run, nothing applied: 2 created, 0 updated, 0 unchanged",
     ]
@@ -562,6 +555,49 @@ def test_evaluate_waits_for_the_services_own_metric_and_jobs_show_it(
     broken = cli.json("register", "Tree", "1.0", artifact(tmp_path, "x.joblib", b"garbage"))
     failed = cli("evaluate", broken["id"], "wine", "--wait", code=1)
     assert re.match(r"error: job \d+ failed: ", failed.stderr), failed.stderr
+
+
+def test_evaluate_scores_a_whole_model_on_a_new_test_set_and_waits_for_every_job(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    import joblib
+    from sklearn.datasets import load_wine
+    from sklearn.tree import DecisionTreeClassifier
+
+    server = start_server(args=["--evaluation-worker"])  # also on PostgreSQL
+    cli = Cli(server.url)
+    x, y = load_wine(return_X_y=True, as_frame=True)
+    first, second = tmp_path / "wine-1.csv", tmp_path / "wine-2.csv"
+    x.assign(target=y).iloc[::2].to_csv(first, index=False)
+    x.assign(target=y).iloc[1::2].to_csv(second, index=False)
+    upload = ("datasets", "upload", "wine")
+    cli(*upload, first, "--target", "target", "--task", "classification")
+    runs = []
+    for depth, version in [(1, "1.0"), (2, "1.0"), (3, "2.0")]:
+        tree = tmp_path / f"tree-{depth}.joblib"
+        joblib.dump(DecisionTreeClassifier(max_depth=depth, random_state=0).fit(x, y), tree)
+        runs.append(cli.json("register", "Tree", version, tree)["id"])
+    broken = cli.json("register", "Tree", "2.0", artifact(tmp_path, "x.joblib", b"garbage"))
+    # The test set rotates: revision 2 arrives and every run is scored on it.
+    cli(*upload, second, "--target", "target", "--task", "classification")
+
+    only_1 = cli.json("evaluate", "Tree", "--dataset", "wine", "--versions", "<2", "--wait")
+    assert (only_1["jobs"], only_1["dataset"], only_1["failed"]) == (2, "wine@2", [])
+    done = cli("evaluate", "Tree", "--dataset", "wine@2", "--wait", code=1)
+    assert "2 job(s) queued for Tree on wine@2" in done.stdout
+    assert "2 job(s) finished, 1 failed" in done.stdout
+    assert str(broken["id"]) in done.stdout and "failed" in done.stdout
+    assert done.stderr.strip() == "error: 1 of 2 evaluation(s) failed"
+    scored = {
+        j["run_id"]: j["state"]
+        for j in cli.json("jobs", "list")["items"]
+        if j["dataset"] == "wine@2"
+    }
+    assert scored == {**{r: "succeeded" for r in runs}, broken["id"]: "failed"}
+
+    again = cli("evaluate", "Tree", "--dataset", "wine@2", "--versions", "<2")
+    assert "0 job(s) queued for Tree on wine@2; 2 run(s) already scored" in again.stdout
+    cli("evaluate", "Tree", "wine@2", code=2)  # MODEL with a positional dataset: usage
 
 
 def test_errors_are_one_line_on_stderr_with_status_1_and_usage_errors_status_2(

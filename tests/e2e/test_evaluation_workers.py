@@ -487,5 +487,8 @@ def test_hostile_artifacts_fail_their_jobs_with_the_cause_while_the_server_stays
         server.session.get(server.api(f"/environments/{ENV}/models/{MODEL}/explain")), 200
     )
     excluded = {c["run_id"]: c["reasons"] for c in explain["candidates"] if not c["eligible"]}
-    assert excluded == {run_id: ["unverified"] for run_id in hostile}
+    # Their evaluations failed: excluded as such, whatever they reported.
+    assert excluded == {run_id: ["evaluation_failed"] for run_id in hostile}
+    failed_jobs = {c["run_id"]: c["evaluation"] for c in explain["candidates"] if not c["eligible"]}
+    assert all(e is not None and e["state"] == "failed" for e in failed_jobs.values())
     ready()

@@ -47,6 +47,7 @@ BODIES: dict[tuple[str, str], Callable[[Mapping[str, Any]], Any]] = {
     ("runs.RunView", "DELETE"): lambda w: {"reason": "access matrix", "force": True},
     ("runs.Evaluations", "POST"): lambda w: {"dataset": "holdout", "metrics": {"accuracy": 0.9}},
     ("jobs.EvaluateView", "POST"): lambda w: {"dataset": "holdout"},
+    ("jobs.ModelEvaluateView", "POST"): lambda w: {"dataset": "holdout"},
     ("datasets.Datasets", "POST"): lambda w: {"name": "fresh-set", "sha256": sha(b"fresh")},
     ("environments.EnvironmentView", "PUT"): lambda w: {"description": "changed"},
     ("environments.PolicyView", "PUT"): lambda w: policy_body(min_improvement=0.5),

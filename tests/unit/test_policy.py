@@ -323,3 +323,24 @@ def test_a_transition_from_or_to_an_unknown_stage_is_refused(current, target):
 )
 def test_allowed_targets_lists_the_reachable_stages_in_stage_order(current, targets):
     assert allowed_targets(current) == targets
+
+
+# -- allowed artifact formats -----------------------------------------------------------
+
+
+def test_formats_default_to_any_and_are_kept_lower_case_sorted_and_unique():
+    assert make().formats == ()
+    assert make(formats=["ONNX", "skops", "onnx"]).formats == ("onnx", "skops")
+
+
+@pytest.mark.parametrize("formats", ["skops", ["sk ops"], [""], [1], ["x" * 33]])
+def test_formats_that_are_no_list_of_format_names_are_refused(formats):
+    with pytest.raises(PolicyError) as info:
+        make(formats=formats)
+    assert info.value.field == "formats"
+
+
+def test_allows_format_is_true_for_any_format_when_the_policy_names_none():
+    assert make().allows_format("pickle") and make().allows_format(None)
+    assert make(formats=["skops"]).allows_format("skops")
+    assert not make(formats=["skops"]).allows_format("joblib")

@@ -12,7 +12,7 @@ import math
 import pytest
 
 from policies.policy import Policy
-from policies.selection import Candidate, Decision, Reason, select
+from policies.selection import Candidate, Decision, EvaluationJob, Reason, select
 
 
 def policy(**overrides: object) -> Policy:
@@ -195,6 +195,8 @@ def test_reason_codes_are_the_strings_of_the_design():
         "not_evaluated",
         "unverified",
         "below_min_value",
+        "evaluation_failed",
+        "format_not_allowed",
         "best",
         "incumbent_kept",
         "pinned",
@@ -567,3 +569,105 @@ def test_a_reported_value_far_from_the_verified_one_is_flagged_but_never_exclude
     assert decision.champion == 1
     # The verified value is the one that counts; a reported one only stands in for it.
     assert assessment.value == (verified if verified is not None else reported)
+
+
+# -- failed evaluations ----------------------------------------------------------------
+
+
+def failed(job_id: int = 12, error: str = "UnpicklingError: invalid load key") -> EvaluationJob:
+    return EvaluationJob(job_id, "failed", error)
+
+
+@pytest.mark.parametrize("require_verified", [False, True])
+def test_a_run_whose_evaluation_failed_is_excluded_whatever_require_verified_says(
+    require_verified: bool,
+) -> None:
+    not_a_model = Candidate(1, "1.0", 1, "Production", reported=1.0, job=failed())
+    honest = Candidate(2, "1.0", 2, "Production", reported=0.7, verified=0.7)
+
+    decision = select(policy(require_verified=require_verified), [not_a_model, honest])
+
+    assert decision.champion == 2
+    assert reasons_of(decision, 1) == {"evaluation_failed"}
+
+
+def test_a_failed_evaluation_replaces_not_evaluated_and_unverified_and_keeps_other_reasons() -> (
+    None
+):
+    p = policy(require_verified=True)
+    unverified = Candidate(1, "2.0", 1, "Staging", reported=0.9, job=failed())
+    unevaluated = Candidate(2, "1.0", 1, "Production", job=failed())
+
+    decision = select(p, [unverified, unevaluated])
+
+    assert reasons_of(decision, 1) == {
+        "version_out_of_range",
+        "stage_not_allowed",
+        "evaluation_failed",
+    }
+    assert reasons_of(decision, 2) == {"evaluation_failed"}
+    assert decision.champion is None
+
+
+@pytest.mark.parametrize("state", ["pending", "running", "succeeded"])
+def test_a_reported_value_serves_while_the_evaluation_has_not_failed(state: str) -> None:
+    run_ = Candidate(1, "1.0", 1, "Production", reported=0.9, job=EvaluationJob(3, state))
+
+    decision = select(policy(require_verified=False), [run_])
+
+    assert decision.champion == 1
+
+
+def test_a_verified_value_counts_even_when_a_later_evaluation_failed() -> None:
+    # Verified values are immutable: a retry that failed does not take them away.
+    run_ = Candidate(1, "1.0", 1, "Production", verified=0.8, job=failed())
+
+    decision = select(policy(require_verified=True), [run_])
+
+    assert decision.champion == 1
+
+
+def test_a_pinned_run_whose_evaluation_failed_is_still_served_with_its_reason() -> None:
+    run_ = Candidate(1, "1.0", 1, "Production", reported=0.9, job=failed())
+
+    decision = select(policy(), [run_], pin=1)
+
+    assert (decision.champion, decision.reason) == (1, Reason.PINNED)
+    assert reasons_of(decision, 1) == {"evaluation_failed"}
+
+
+# -- artifact formats ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("formats", "artifact_format", "allowed"),
+    [
+        ((), "joblib", True),
+        ((), None, True),
+        (("skops", "onnx"), "skops", True),
+        (("skops", "onnx"), "onnx", True),
+        (("skops", "onnx"), "joblib", False),
+        (("skops", "onnx"), "pickle", False),
+        (("skops",), "SKOPS", True),
+        (("skops",), None, False),
+    ],
+)
+def test_a_run_in_a_format_the_policy_does_not_allow_is_excluded(
+    formats: tuple[str, ...], artifact_format: str | None, allowed: bool
+) -> None:
+    run_ = Candidate(1, "1.0", 1, "Production", reported=0.9, artifact_format=artifact_format)
+
+    decision = select(policy(formats=formats), [run_])
+
+    assert reasons_of(decision, 1) == (set() if allowed else {"format_not_allowed"})
+    assert (decision.champion == 1) is allowed
+
+
+def test_a_pin_cannot_serve_a_format_the_policy_forbids() -> None:
+    pickled = Candidate(1, "1.0", 1, "Production", reported=0.99, artifact_format="pickle")
+    safe = Candidate(2, "1.0", 2, "Production", reported=0.8, artifact_format="skops")
+
+    decision = select(policy(formats=("skops",)), [pickled, safe], pin=1)
+
+    assert (decision.champion, decision.reason) == (2, Reason.BEST)
+    assert reasons_of(decision, 1) == {"format_not_allowed"}
