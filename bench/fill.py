@@ -92,7 +92,7 @@ def _add_runs(
                 tags={"pipeline": "bench"},
                 source={"git_commit": f"{rng.getrandbits(160):040x}"},
             )
-            run = runs._insert(s, mv, sha256, size, "model.joblib", meta)
+            run = runs._insert(s, mv, sha256, size, "model.joblib", meta, ACTOR.name)
             evaluations.add(s, run, f"{DATASET}@1", {"f1": round(rng.uniform(0.6, 0.95), 6)})
         s.commit()
 

@@ -1,27 +1,33 @@
-"""Registering runs with a 1 MiB artifact through ``modelreg serve``, against a floor.
+"""Registering runs that carry metrics, at 1,000 and at 100,000 runs, against a floor.
 
-The service: ``modelreg serve --no-evaluation-worker`` (1 worker), one keep-alive
-``http.client`` connection, N ``POST /models/m/versions/1.0/runs`` with a streamed
-multipart body (metadata JSON + a 1 MiB artifact, different bytes each time).
+The service: ``modelreg serve --no-evaluation-worker`` (1 worker, 4 threads) on a
+database filled by ``bench/fill.py`` (runs with their f1, two environments with
+policies, champions computed). Each registration is ``POST
+/models/AImodel/versions/1.0/runs`` (a version both policies admit) with a streamed
+multipart body: metadata with params and five reported metrics on the policies'
+dataset revision, and a 64 KiB artifact (different bytes each time). The champion
+upkeep runs on every registration, as in production.
 
-The floor, in this process, in the same directory tree: write the same 1 MiB to a
-temporary file, fsync it, rename it to its content address, fsync the directory (what
-the artifact store does), then one INSERT of a row naming it, committed: SQLite (WAL,
-``synchronous=NORMAL``, like the service) or, with ``--database postgresql``,
-PostgreSQL (autocommit). Service and floor alternate in rounds; it prints p50/p90 per
-registration and the ratio. No target is stated for it (issue 6).
+The floor, reached the same way: gunicorn (same worker class, workers and threads)
+serving ``bench/register_floor.py``, which parses the same body, stores the artifact
+the way the store does (temp file, sha256, fsync, rename, directory fsync) and inserts
+the run and its metrics in one transaction, into tables holding as many rows.
 
-    .venv/bin/python bench/register.py [--database postgresql] [-n 200] [--rounds 4]
+Service and floor alternate in rounds over one keep-alive connection each. It prints
+p50/p90 per registration for both at both sizes, service ÷ floor, and the figure with
+a target: service p50 at 100,000 runs ÷ at 1,000, at most 1.2.
+
+    .venv/bin/python bench/register.py [--database sqlite] [--sizes 1000,100000] [-n 200]
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
+import random
 import shutil
-import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,8 +36,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import PG_ADMIN_URL, Databases
-from serving import ModelregServer, call_json, log, machine_load, post_run
+import fill as filler
+from harness import BENCH, PG_ADMIN_URL, Databases, Server, free_port
+from serving import HOST, ModelregServer, call_json, log, machine_load, post_run
+
+TARGET = 1.2
+METRICS = ("f1", "accuracy", "precision", "recall", "f1_macro")
 
 
 def pct(values: list[float], q: float) -> float:
@@ -39,153 +49,162 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class Floor:
-    def __init__(self, root: Path, backend: str, url: str | None) -> None:
-        self.root = root
-        (root / "tmp").mkdir(parents=True)
-        self.backend = backend
-        if backend == "sqlite":
-            self.db = sqlite3.connect(root / "floor.db", isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.placeholder = "?"
-        else:
-            import psycopg2
+def floor_server(url: str, root: Path, threads: int) -> Server:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MODELREG_")}
+    env.update(MODELREG_DATABASE_URL=url, FLOOR_ROOT=str(root))
+    port = free_port()
+    argv = [
+        sys.executable, "-m", "gunicorn", "--worker-class", "gthread", "--workers", "1",
+        "--threads", str(threads), "--keep-alive", "5", "--bind", f"{HOST}:{port}",
+        "--chdir", str(BENCH), "register_floor:app",
+    ]  # fmt: skip
+    return Server("floor", 0, port, "/floor/healthz", argv, env, root / "floor.log")
 
-            assert url is not None
-            self.db = psycopg2.connect(url.replace("postgresql+psycopg2", "postgresql"))
-            self.db.autocommit = True
-            self.placeholder = "%s"
-        cur = self.db.cursor()
-        cur.execute(
-            "CREATE TABLE runs (id INTEGER PRIMARY KEY, sha256 TEXT NOT NULL, "
-            "size INTEGER NOT NULL, metadata TEXT NOT NULL)"
-            if backend == "sqlite"
-            else "CREATE TABLE runs (id SERIAL PRIMARY KEY, sha256 TEXT NOT NULL, "
-            "size INTEGER NOT NULL, metadata TEXT NOT NULL)"
-        )
-        ph = self.placeholder
-        self.sql = f"INSERT INTO runs (sha256, size, metadata) VALUES ({ph}, {ph}, {ph})"
-        self.n = 0
 
-    def register(self, data: bytes) -> None:
-        self.n += 1
-        tmp = self.root / "tmp" / f"upload-{self.n}"
-        digest = hashlib.sha256(data).hexdigest()
-        with tmp.open("wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        target = self.root / "sha256" / digest[:2] / digest[2:4] / digest
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
-        fd = os.open(target.parent, os.O_RDONLY)
+def prefill_floor(url: str, root: Path, n: int) -> None:
+    env = dict(os.environ, MODELREG_DATABASE_URL=url, FLOOR_ROOT=str(root))
+    code = f"import register_floor; register_floor.prefill({n})"
+    subprocess.run([sys.executable, "-c", code], cwd=BENCH, env=env, check=True)
+
+
+def measure(
+    size: int, dbs: Databases, work: Path, n: int, rounds: int, art_kib: int
+) -> dict[str, list[float]]:
+    data = work / f"service-{size}"
+    data.mkdir()
+    from service.db import migrate
+
+    url = dbs.new(f"svc{size}")
+    (work / f"runs-svc{size}").mkdir(exist_ok=True)  # where a SQLite file goes
+    migrate.upgrade(url)
+    started = time.perf_counter()
+    filled = filler.fill(url, data / "artifacts", size)
+    log(f"filled {size} runs in {time.perf_counter() - started:.0f} s")
+    floor_root = work / f"floor-{size}"
+    floor_root.mkdir()
+    floor_url = dbs.new(f"floor{size}")
+    (work / f"runs-floor{size}").mkdir(exist_ok=True)
+    prefill_floor(floor_url, floor_root, size)
+
+    service = ModelregServer(data, url, workers=1, threads=4)
+    floor = floor_server(floor_url, floor_root, threads=4)
+    rng = random.Random(size)
+    seed = os.urandom(art_kib * 1024)
+    counter = [0]
+    art = work / "artifact.bin"
+    times: dict[str, list[float]] = {"service": [], "floor": []}
+    try:
+        service.start()
+        floor.start()
+        floor_conn = _wait_floor(floor)
+        conn = service.connection()
+
+        def metadata() -> dict[str, object]:
+            counter[0] += 1
+            art.write_bytes(counter[0].to_bytes(8, "big") + seed[8:])  # outside the timing
+            values = {m: round(rng.uniform(0.6, 0.95), 6) for m in METRICS}
+            return {
+                "params": {"C": rng.choice([0.1, 1.0, 10.0]), "max_iter": 200},
+                "tags": {"pipeline": "bench"},
+                "source": {"git_commit": f"{rng.getrandbits(160):040x}"},
+                "evaluations": [{"dataset": f"{filler.DATASET}@1", "metrics": values}],
+            }
+
+        def service_once(record: bool = True) -> None:
+            meta = metadata()
+            t0 = time.perf_counter()
+            post_run(conn, filler.MODEL, "1.0", art, meta)
+            if record:
+                times["service"].append(time.perf_counter() - t0)
+
+        def floor_once(record: bool = True) -> None:
+            meta = metadata()
+            t0 = time.perf_counter()
+            post_run(floor_conn, "", "", art, meta, url="/floor/runs")
+            if record:
+                times["floor"].append(time.perf_counter() - t0)
+
+        for _ in range(10):  # warm-up, unmeasured
+            service_once(False)
+            floor_once(False)
+        per_round = max(1, n // rounds)
+        order: list[Callable[[], None]] = [service_once, floor_once]
+        for r in range(rounds):
+            for fn in order if r % 2 == 0 else order[::-1]:
+                for _ in range(per_round):
+                    fn()
+        # The upkeep kept the champion: it is read back, as a serving layer would.
+        served = call_json(conn, "GET", f"/environments/{filler.ENV}/models/{filler.MODEL}")
+        log(f"{size} runs: champion run {served['run_id']} (was {filled.champion_run_id})")
+        conn.close()
+        floor_conn.close()
+    finally:
+        service.stop()
+        floor.stop()
+    return times
+
+
+def _wait_floor(floor: Server) -> object:
+    import http.client
+
+    deadline = time.monotonic() + 60
+    while True:
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        cur = self.db.cursor()
-        if self.backend == "sqlite":
-            cur.execute("BEGIN IMMEDIATE")
-            cur.execute(self.sql, (digest, len(data), "{}"))
-            cur.execute("COMMIT")
-        else:
-            cur.execute(self.sql, (digest, len(data), "{}"))
-
-    def close(self) -> None:
-        self.db.close()
+            conn = http.client.HTTPConnection(HOST, floor.port, timeout=600)
+            conn.connect()
+            return conn
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"floor not ready:\n{floor.log_tail()}") from None
+            time.sleep(0.2)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    p.add_argument("--database", choices=["sqlite", "postgresql"], default="postgresql")
     p.add_argument("--pg-admin-url", default=PG_ADMIN_URL)
-    p.add_argument("-n", type=int, default=200, help="registrations per contender")
+    p.add_argument("--sizes", default="1000,100000")
+    p.add_argument("-n", type=int, default=200, help="registrations per contender and size")
     p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--size-kib", type=int, default=1024)
+    p.add_argument("--artifact-kib", type=int, default=64)
     p.add_argument("--tmp", default=None)
     args = p.parse_args()
 
+    sizes = [int(s) for s in args.sizes.split(",")]
     work = Path(tempfile.mkdtemp(prefix="modelreg-register-", dir=args.tmp))
     dbs = Databases(args.database, work, args.pg_admin_url)
-    server: ModelregServer | None = None
-    floor: Floor | None = None
-    seed = os.urandom(args.size_kib * 1024)
-    counter = 0
-
-    def payload() -> bytes:
-        nonlocal counter
-        counter += 1
-        return counter.to_bytes(8, "big") + seed[8:]
-
-    times: dict[str, list[float]] = {"service": [], "floor": []}
+    results: dict[int, dict[str, list[float]]] = {}
     try:
-        (work / "server").mkdir()
-        server_url = None
-        floor_url = None
-        if args.database == "postgresql":
-            from service.db import migrate
-
-            server_url = dbs.new("register")
-            migrate.upgrade(server_url)
-            floor_url = dbs.new("floor")
-        server = ModelregServer(work / "server", server_url)
-        server.start()
-        floor = Floor(work / "floor", args.database, floor_url)
-        conn = server.connection()
-        call_json(conn, "POST", "/models", {"name": "m"})
-        call_json(conn, "POST", "/models/m/versions", {"version": "1.0"})
-        art = work / "artifact.bin"
-
-        def service_once() -> None:
-            art.write_bytes(payload())  # outside the timing
-            t0 = time.perf_counter()
-            post_run(conn, "m", "1.0", art, {"params": {"n": counter}})
-            times["service"].append(time.perf_counter() - t0)
-
-        def floor_once() -> None:
-            data = payload()
-            t0 = time.perf_counter()
-            assert floor is not None
-            floor.register(data)
-            times["floor"].append(time.perf_counter() - t0)
-
-        for _ in range(10):  # warm-up, unmeasured
-            service_once()
-            floor_once()
-        times = {"service": [], "floor": []}
-        per_round = max(1, args.n // args.rounds)
-        order: list[tuple[str, Callable[[], None]]] = [
-            ("service", service_once),
-            ("floor", floor_once),
-        ]
-        for r in range(args.rounds):
-            for _name, fn in order if r % 2 == 0 else order[::-1]:
-                for _ in range(per_round):
-                    fn()
-            log(f"round {r + 1}/{args.rounds} done (load {machine_load()})")
-        conn.close()
+        for size in sizes:
+            results[size] = measure(size, dbs, work, args.n, args.rounds, args.artifact_kib)
     finally:
-        if server is not None:
-            server.stop()
-        if floor is not None:
-            floor.close()
         dbs.drop_all()
         shutil.rmtree(work, ignore_errors=True)
 
-    s50, f50 = statistics.median(times["service"]), statistics.median(times["floor"])
     print(
-        f"register.py: {args.size_kib} KiB artifact, {args.database}, 1 worker, 1 keep-alive "
-        f"client, {len(times['service'])} registrations each, load {machine_load()}"
+        f"register.py: {args.database}, 1 worker x 4 threads each, 1 keep-alive client, "
+        f"{args.artifact_kib} KiB artifact + {len(METRICS)} metrics, "
+        f"{args.n} registrations per contender and size, load {machine_load()}"
     )
-    print(f"{'contender':<9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
-    for name in ("service", "floor"):
-        t = times[name]
+    print(f"{'runs':>8} {'contender':<9} {'p50 ms':>8} {'p90 ms':>8} {'p99 ms':>8}")
+    for size, times in results.items():
+        for name in ("service", "floor"):
+            t = times[name]
+            print(
+                f"{size:>8} {name:<9} {1000 * statistics.median(t):>8.2f} "
+                f"{1000 * pct(t, 0.9):>8.2f} {1000 * pct(t, 0.99):>8.2f}"
+            )
+        ratio = statistics.median(times["service"]) / statistics.median(times["floor"])
+        print(f"{size:>8} service p50 / floor p50: {ratio:.2f}")
+    if len(sizes) >= 2:
+        small, large = results[sizes[0]], results[sizes[-1]]
+        growth = statistics.median(large["service"]) / statistics.median(small["service"])
+        floor_growth = statistics.median(large["floor"]) / statistics.median(small["floor"])
+        verdict = "PASS" if growth <= TARGET else "FAIL"
         print(
-            f"{name:<9} {1000 * statistics.median(t):>8.2f} {1000 * pct(t, 0.9):>8.2f} "
-            f"{1000 * pct(t, 0.99):>8.2f}"
+            f"service p50 at {sizes[-1]} / at {sizes[0]} runs: {growth:.2f} "
+            f"(target <= {TARGET}: {verdict}); floor: {floor_growth:.2f}"
         )
-    print(f"service p50 / floor p50: {s50 / f50:.2f} (no target stated)")
 
 
 if __name__ == "__main__":

@@ -142,15 +142,25 @@ def call_json(conn: http.client.HTTPConnection, method: str, path: str, body: An
 
 
 def post_run(
-    conn: http.client.HTTPConnection, model: str, version: str, path: Path, metadata: dict[str, Any]
+    conn: http.client.HTTPConnection,
+    model: str,
+    version: str,
+    path: Path,
+    metadata: dict[str, Any],
+    *,
+    url: str | None = None,
 ) -> dict[str, Any]:
-    """Register a run, the artifact streamed from ``path`` (never read whole)."""
+    """Register a run, the artifact streamed from ``path`` (never read whole).
+
+    ``url`` sends the same request elsewhere (a benchmark's floor).
+    """
     body = MultipartStream({"metadata": json.dumps(metadata)}, "artifact", path, path.name)
     try:
         headers = dict(HEADERS)
         headers["Content-Type"] = body.content_type
         headers["Content-Length"] = str(len(body))
-        conn.request("POST", f"/api/v1/models/{model}/versions/{version}/runs", body, headers)
+        target = url or f"/api/v1/models/{model}/versions/{version}/runs"
+        conn.request("POST", target, body, headers)
         response = conn.getresponse()
         payload = response.read()
     finally:

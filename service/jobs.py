@@ -232,6 +232,15 @@ def evaluate_on_request(
     job, created = request_evaluation(
         session, run, dataset, actor=caller.name, max_attempts=max_attempts
     )
+    if created:  # the champions now wait for it (``pending_evaluations``)
+        champions.recompute(
+            session,
+            run.model_version.model,
+            trigger="evaluation_requested",
+            detail=f"run {run.id} to be scored (job {job.id})",
+            actor=caller.name,
+            changed_run=run.id,
+        )
     label = job.dataset_revision.label
     audit.record(
         session,
@@ -357,6 +366,14 @@ def evaluate_model(
             .returning(Job.id)
         )
     )
+    if queued:  # the champions now wait for them (``pending_evaluations``)
+        champions.recompute(
+            session,
+            mdl,
+            trigger="evaluation_requested",
+            detail=f"{len(queued)} run(s) to be scored on {revision.label}",
+            actor=caller.name,
+        )
     result = ModelEvaluation(mdl.name, revision.label, str(spec), queued, already, pending)
     audit.record(
         session,

@@ -127,7 +127,8 @@ def create_run(
                 max_attempts=job_attempts,
             )
             outcomes: list[champions.Outcome] = []
-            if meta.evaluations:
+            # Its values can move a champion; its jobs make champions wait for them.
+            if meta.evaluations or scheduled:
                 outcomes = champions.recompute(
                     session,
                     mv.model,
