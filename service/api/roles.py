@@ -35,7 +35,9 @@ ROUTE_ROLES: dict[str, dict[str, str]] = {
     "jobs.ModelEvaluateView": {"POST": REL},
     "jobs.Jobs": {"GET": R},
     "jobs.JobView": {"GET": R},
-    "datasets.Datasets": {"GET": R, "POST": CI},
+    # A test set revision decides what PROD serves; whoever writes one knows its labels
+    # and could train on them: not CI's to register.
+    "datasets.Datasets": {"GET": R, "POST": REL},
     "datasets.DatasetView": {"GET": R},
     "datasets.RevisionView": {"GET": R},
     # The labels of the external test set: a model trained on them would be scored on
