@@ -8,7 +8,8 @@ with the recorded ETag), the file is quarantined, and the failure is audited
 (``artifact.corrupt``) and counted (``modelreg_artifact_integrity_failures_total``).
 Later requests answer 503 until the same content is uploaded again. A ``Range``
 request cannot be verified by its range alone: an unverified file is hashed whole
-first (once per process), then the range is served. A verified file is served by
+first (once per process), then the range is served; so is a file of one chunk, which
+is refused with a 503 before its first byte when it does not match. A verified file is served by
 ``sendfile``.
 """
 
@@ -171,7 +172,10 @@ def blob_response(sha256: str, size: int, mimetype: str, filename: str) -> Respo
             # Known before a byte is sent: refuse now rather than send a wrong length.
             corrupt({"size": st.st_size})
             raise _unavailable(sha256, store)
-        elif "Range" in request.headers:
+        elif "Range" in request.headers or size <= CHUNK:
+            # A range cannot be verified by itself; a file of one chunk would fail before
+            # its first byte, which the server can only answer with a bare 500: both are
+            # hashed whole first and refused with a 503 when they do not match.
             found = _verify_whole(fh, sha256, size)
             if found is not None:
                 corrupt(found)

@@ -306,8 +306,9 @@ def bwrap_command(settings: Settings, bwrap: str) -> list[str]:
         command += ["--symlink", target, link]
     if os.path.isdir("/usr/lib64"):
         command += ["--symlink", "usr/lib64", "/lib64"]
-    for path in runtime_paths():
-        command += ["--ro-bind", path, path]
+    places = sandbox_places(runtime_paths())
+    for outside, inside in places:
+        command += ["--ro-bind", outside, inside]
     command += ["--ro-bind", str(_HOST_FILE), _HOST_IN_SANDBOX]
     command += [
         "--proc",
@@ -342,7 +343,42 @@ def bwrap_command(settings: Settings, bwrap: str) -> list[str]:
     }
     for key, value in environment.items():
         command += ["--setenv", key, value]
-    return [*command, "--", sys.executable, "-I", _HOST_IN_SANDBOX]
+    return [*command, "--", placed(sys.executable, places), "-I", _HOST_IN_SANDBOX]
+
+
+# The sandbox's own scratch directories hide whatever lies below them outside.
+_SCRATCH_DIRS = ("/tmp", "/dev")
+
+
+def sandbox_places(paths: list[str]) -> list[tuple[str, str]]:
+    """Where each runtime directory appears in the sandbox: at its own path, except
+    below a scratch directory (a virtual environment in ``/tmp``, as a CI checkout
+    makes), which its tmpfs would hide and wiping would try to empty; those appear
+    under ``/run/modelreg/rt/<n>`` instead.
+
+    >>> sandbox_places(["/opt/py", "/tmp/ci/.venv"])
+    [('/opt/py', '/opt/py'), ('/tmp/ci/.venv', '/run/modelreg/rt/1')]
+    """
+    places = []
+    for n, path in enumerate(paths):
+        hidden = any(path == d or path.startswith(d + "/") for d in _SCRATCH_DIRS)
+        places.append((path, f"/run/modelreg/rt/{n}" if hidden else path))
+    return places
+
+
+def placed(path: str, places: list[tuple[str, str]]) -> str:
+    """``path`` as the sandbox sees it.
+
+    A virtual environment's interpreter keeps working moved: Python finds its prefix
+    from ``pyvenv.cfg`` beside the path it was started by.
+
+    >>> placed("/tmp/ci/.venv/bin/python", [("/tmp/ci/.venv", "/run/modelreg/rt/1")])
+    '/run/modelreg/rt/1/bin/python'
+    """
+    for outside, inside in places:
+        if path == outside or path.startswith(outside + "/"):
+            return inside + path[len(outside) :]
+    return path
 
 
 def _in_cgroup(procs: list[str], command: list[str]) -> list[str]:
@@ -457,9 +493,13 @@ class _Host:
         try:
             hello = json.loads(self.frame(time.monotonic() + _START_TIMEOUT, _MAX_HEADER, None))
         except (_HostGone, _Expired, ValueError) as exc:
-            self.stop()
+            with contextlib.suppress(OSError):
+                self.process.kill()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(5)
             self.stderr.seek(0)
             said = self.stderr.read(4000).decode(errors="replace").strip()
+            self.stop()
             raise StrictUnavailable(
                 f"the sandbox did not start ({type(exc).__name__}): {said or 'no output'}"
             ) from None

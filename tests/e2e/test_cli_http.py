@@ -373,14 +373,16 @@ def test_pull_writes_only_bytes_that_match_the_champions_sha256(
     assert out.read_bytes() == b"model 1.0b" and f"sha256 {digest[:12]} verified" in text
     assert f"run {ids['1.0b']} " in text
 
-    # The stored blob is altered behind the service's back: nothing is written.
+    # The stored blob is altered behind the service's back: the service refuses to serve
+    # it (the client would refuse bytes that do not match, too), and nothing is written.
     blob = server.artifact_root / "sha256" / digest[:2] / digest[2:4] / digest
     assert blob.is_file(), sorted(p.name for p in server.artifact_root.rglob("*"))
     blob.chmod(0o644)
     blob.write_bytes(b"model 1.0X")
     tampered = tmp_path / "tampered.bin"
     failed = cli("pull", "PROD", "AImodel", "-o", tampered, code=1)
-    assert failed.stderr.startswith("error: checksum_mismatch:") and not tampered.exists()
+    assert failed.stderr.startswith("error: 503 unavailable: the stored copy of these bytes")
+    assert not tampered.exists()
     assert not list(tmp_path.glob(".part-*"))
 
     cli("pull", "INT", "AImodel", "-o", out, code=1)  # no such environment

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from flask import Flask
 from sklearn.ensemble import RandomForestClassifier
 
 from service.evaluation.worker import Worker
@@ -85,7 +86,7 @@ def test_a_file_that_is_no_model_never_wins_on_its_reported_score_under_a_defaul
     assert candidate(api, good["id"])["evaluation"]["state"] == "succeeded"
 
 
-def test_with_require_verified_false_a_reported_value_serves_until_the_evaluation_fails(
+def test_with_require_verified_false_a_reported_value_waits_for_its_evaluation_and_never_serves(
     api: Api, wine: Split, worker: Worker
 ) -> None:
     setup_model(api)
@@ -93,10 +94,32 @@ def test_with_require_verified_false_a_reported_value_serves_until_the_evaluatio
     put_policy(api, "INT", "AImodel", dataset="wine-holdout", require_verified=False)
     claims = [{"dataset": "wine-holdout", "metrics": {"f1": 1.0}}]
     bogus = register(api, NOT_A_MODEL, evaluations=claims)
-    served = champion(api, "INT", "AImodel")
-    assert served is not None and served["run_id"] == bogus["id"]
+    # Its claim would make it champion, but its own evaluation is still to come.
+    assert champion(api, "INT", "AImodel") is None
+    explained = api.get("/environments/INT/models/AImodel/explain").get_json()
+    assert (explained["held"], explained["pending_evaluations"]) == (True, 1)
+    assert explained["decision"]["champion"] == bogus["id"]
     pending = candidate(api, bogus["id"])["evaluation"]
     assert pending is not None and pending["state"] == "pending" and pending["error"] is None
+
+    worker.run(until_idle=True)
+
+    assert champion(api, "INT", "AImodel") is None
+    assert candidate(api, bogus["id"])["reasons"] == ["evaluation_failed"]
+    assert history(api, "INT", "AImodel") == []  # it never served
+
+
+def test_without_settling_a_reported_value_serves_until_the_evaluation_fails(
+    app: Flask, api: Api, wine: Split, worker: Worker
+) -> None:
+    app.extensions["modelreg"].db.settle_seconds = 0
+    setup_model(api)
+    upload_dataset(api, "wine-holdout", wine.csv())
+    put_policy(api, "INT", "AImodel", dataset="wine-holdout", require_verified=False)
+    claims = [{"dataset": "wine-holdout", "metrics": {"f1": 1.0}}]
+    bogus = register(api, NOT_A_MODEL, evaluations=claims)
+    served = champion(api, "INT", "AImodel")
+    assert served is not None and served["run_id"] == bogus["id"]
 
     worker.run(until_idle=True)
 
