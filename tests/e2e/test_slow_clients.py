@@ -162,10 +162,10 @@ def start_nginx(upstream: str, base: Path) -> ServerProcess:
         conf.write_text(render_nginx_conf(f"127.0.0.1:{port}", upstream))
         pid_file = prefix / "nginx.pid"
         log_path = prefix / "nginx.log"
+        command = [binary, "-e", "stderr", "-p", str(prefix), "-c", str(conf)]
         with log_path.open("ab") as log:
             process = subprocess.Popen(
-                [binary, "-e", "stderr", "-p", str(prefix), "-c", str(conf)]
-                + ["-g", f"daemon off; pid {pid_file}; {user}"],
+                [*command, "-g", f"daemon off; pid {pid_file}; {user}"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
