@@ -24,10 +24,12 @@ from typing import Any, TypeVar
 import joblib
 import pytest
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score
 
 from service.client import (
+    ChampionLoader,
     Conflict,
     Forbidden,
     NoEligibleModel,
@@ -37,6 +39,7 @@ from service.client import (
     Registry,
     RegistryError,
     Unauthenticated,
+    Unavailable,
     Unreachable,
     ValidationError,
 )
@@ -763,3 +766,113 @@ print(json.dumps({"growth_kib": after - before, "run": run.raw, **seen}))
     assert report["ordered"] and report["calls"] > 1
     done_bytes, total = report["last"]
     assert done_bytes == total > BIG_MIB * 2**20
+
+
+# -- a stored artifact changed on disk --------------------------------------------------
+
+
+def blob_path(server: Server, digest: str) -> Path:
+    """Where the server stores the bytes of ``digest`` (service.artifacts)."""
+    return server.artifact_root / "sha256" / digest[:2] / digest[2:4] / digest
+
+
+def tamper_same_length(path: Path) -> None:
+    """The same number of bytes, one of them different: only hashing can tell."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def integrity_failures(server: Server) -> float:
+    """``modelreg_artifact_integrity_failures_total`` of the server (all its workers)."""
+    response = server.session.get(f"{server.url}/metrics")
+    assert response.status_code == 200, response.text[:500]
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(response.text)
+        for s in family.samples
+        if s.name == "modelreg_artifact_integrity_failures_total"
+    )
+
+
+def test_a_tampered_artifact_is_never_returned_and_is_audited_counted_and_repaired(
+    live: Server, admin: Registry, tmp_path: Path
+) -> None:
+    content = os.urandom(3 * 1024 * 1024 + 7)  # several chunks
+    path = artifact_file(tmp_path, "tampered.bin", content)
+    run = admin.register_run("Tampered", "1.0", path, progress=False)
+    failures = integrity_failures(live)
+    tamper_same_length(blob_path(live, run.sha256))
+
+    out = tmp_path / "dl" / "tampered.bin"
+    with pytest.raises(RegistryError) as broken:
+        admin.download_artifact(run.id, out)
+    assert not isinstance(broken.value, Unavailable)  # the transfer itself broke
+    assert not out.exists()
+    assert list(out.parent.iterdir()) == []  # no partial file either
+
+    quarantined = raises(Unavailable, lambda: admin.download_artifact(run.id, out))
+    assert (quarantined.status, quarantined.code) == (503, "unavailable")
+    assert quarantined.details == {"sha256": run.sha256, "quarantined": True}
+    assert not out.exists()
+
+    audited = [e for e in admin.audit(action="artifact.corrupt") if e.target.endswith(run.sha256)]
+    assert [(e.target, e.before) for e in audited] == [
+        (f"blobs/{run.sha256}", {"sha256": run.sha256, "size": len(content)})
+    ]
+    assert integrity_failures(live) >= failures + 1
+
+    admin.register_run("Tampered", "1.0", path, progress=False)  # the same bytes again
+
+    assert admin.download_artifact(run.id, out).read_bytes() == content
+    repairs = [e.target for e in admin.audit(action="artifact.repair")]
+    assert f"blobs/{run.sha256}" in repairs
+
+
+def test_the_champion_loader_refuses_a_tampered_champion_and_loads_it_once_repaired(
+    live: Server, admin: Registry, holdout: Holdout, tmp_path: Path
+) -> None:
+    estimator = forest(holdout)
+    admin.register_dataset("tamper-set", hashlib.sha256(b"tamper-set").hexdigest())
+    run = admin.register_run(
+        "TamperedChampion",
+        "1.0",
+        estimator,
+        metrics={"f1": f1_of(estimator, holdout)},
+        dataset="tamper-set",
+        progress=False,
+    )
+    admin.transition("TamperedChampion", "1.0", "Staging")
+    admin.transition("TamperedChampion", "1.0", "Production", reason="serve it")
+    admin.put_environment("TAMPER")
+    admin.put_policy("TAMPER", "TamperedChampion", metric="f1", dataset="tamper-set", reason="t")
+    assert admin.champion("TAMPER", "TamperedChampion").run_id == run.id
+    blob = blob_path(live, run.sha256)
+    original = blob.read_bytes()
+    tamper_same_length(blob)
+
+    loaded: list[bytes] = []
+
+    def deserialize(path: Path) -> Any:
+        loaded.append(path.read_bytes())
+        return joblib.load(path)
+
+    cache = tmp_path / "cache"
+    loader = ChampionLoader(
+        live.url, "TAMPER", "TamperedChampion", token=ADMIN_TOKEN, cache_dir=cache,
+        deserialize=deserialize, timeout=30,
+    )  # fmt: skip
+    with pytest.raises(RegistryError):
+        loader.load()  # the transfer breaks
+    assert raises(Unavailable, loader.load).details["sha256"] == run.sha256  # quarantined
+    assert loaded == []
+    assert loader.champion is None
+    assert [p.name for p in cache.rglob("*") if p.is_file()] == []  # nothing cached
+
+    repaired = artifact_file(tmp_path, "model.joblib", original)
+    admin.register_run("TamperedChampion", "1.0", repaired, progress=False)
+
+    served = loader.load()
+    assert loaded == [original]
+    assert loader.champion is not None and loader.champion.sha256 == run.sha256
+    assert (served.predict(holdout.x_test) == estimator.predict(holdout.x_test)).all()
