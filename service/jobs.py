@@ -57,6 +57,19 @@ PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
 )
 STATES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 ACTIVE = JOB_ACTIVE_STATES
+# The columns of a job that bulk scheduling writes from a SELECT (the rest default).
+_INSERTED_COLUMNS = [
+    "kind",
+    "run_id",
+    "dataset_revision_id",
+    "state",
+    "trigger",
+    "actor",
+    "attempts",
+    "max_attempts",
+    "available_at",
+    "created_at",
+]
 
 
 @dataclass(frozen=True)
@@ -160,18 +173,7 @@ def schedule_for_revision(
     )
     result = session.execute(
         insert(Job).from_select(
-            [
-                "kind",
-                "run_id",
-                "dataset_revision_id",
-                "state",
-                "trigger",
-                "actor",
-                "attempts",
-                "max_attempts",
-                "available_at",
-                "created_at",
-            ],
+            _INSERTED_COLUMNS,
             candidates,
         )
     )
@@ -336,18 +338,7 @@ def evaluate_model(
         session.scalars(
             insert(Job)
             .from_select(
-                [
-                    "kind",
-                    "run_id",
-                    "dataset_revision_id",
-                    "state",
-                    "trigger",
-                    "actor",
-                    "attempts",
-                    "max_attempts",
-                    "available_at",
-                    "created_at",
-                ],
+                _INSERTED_COLUMNS,
                 select(
                     literal("evaluate"),
                     Run.id,

@@ -205,7 +205,6 @@ def test_a_job_that_kills_its_worker_twice_ends_failed_and_the_worker_goes_on(
         env={
             **FAST_POLL,
             "MODELREG_EVALUATION_ISOLATION": "process",
-            "MODELREG_JOB_MAX_ATTEMPTS": "2",
             "MODELREG_JOB_LEASE_SECONDS": "2",
         },
     )
