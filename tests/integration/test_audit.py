@@ -184,7 +184,7 @@ def test_registering_models_versions_runs_and_evaluations_is_audited_as_the_ci_t
 
 
 def test_datasets_are_audited_whether_created_or_already_known_in_both_forms(api: Api) -> None:
-    ci = bearer(api, "ci-pipeline", "ci")
+    ci = bearer(api, "release-engineer", "release")
     digest = {"name": "holdout", "sha256": sha(b"rows")}
 
     row = one_row(api, ci, lambda h: api.post("/datasets", digest, headers=h), 201)
