@@ -142,7 +142,7 @@ def worker(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    from service.evaluation.confined import StrictUnavailable
+    from service.evaluation.cgroups import StrictUnavailable
 
     try:
         executor = sandbox_for(settings)

@@ -67,7 +67,7 @@ def default_name() -> str:
 def sandbox_for(settings: Settings) -> Executor:
     """The executor of ``evaluation_isolation``: strict (bubblewrap) or process.
 
-    Strict is refused (:class:`~service.evaluation.confined.StrictUnavailable`) when
+    Strict is refused (:class:`~service.evaluation.cgroups.StrictUnavailable`) when
     this machine cannot provide it; the worker does not fall back by itself.
     """
     if settings.evaluation_isolation == "process":
