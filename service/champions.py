@@ -325,7 +325,10 @@ def _settling(
     """
     pending = pending_evaluations(session, row, policy, removing=removing)
     held_run = current.run_id if current is not None else None
+    limit = float(session.info.get(SETTLE_KEY, DEFAULT_SETTLE_SECONDS))
     if pending == 0 or decision.champion == held_run or decision.reason == Reason.PINNED:
+        return Settling(pending)
+    if limit <= 0:  # settling turned off: nothing is held, and no limit is "reached"
         return Settling(pending)
     if held_run is not None:
         if held_run == removing:
@@ -337,7 +340,6 @@ def _settling(
             return Settling(pending)
     now = utcnow()
     since = current.held_since if current is not None and current.held_since else now
-    limit = float(session.info.get(SETTLE_KEY, DEFAULT_SETTLE_SECONDS))
     if _aware(now) - _aware(since) >= timedelta(seconds=limit):
         return Settling(pending, limit_reached=True)
     return Settling(pending, held_since=since)

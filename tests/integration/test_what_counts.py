@@ -120,6 +120,8 @@ def test_without_settling_a_reported_value_serves_until_the_evaluation_fails(
     bogus = register(api, NOT_A_MODEL, evaluations=claims)
     served = champion(api, "INT", "AImodel")
     assert served is not None and served["run_id"] == bogus["id"]
+    assert served["held"] is False and served["pending_evaluations"] == 1
+    assert "settle limit" not in history(api, "INT", "AImodel")[0]["detail"]
 
     worker.run(until_idle=True)
 
