@@ -30,7 +30,6 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from modelreg.access.roles import Caller
 from modelreg.db.models import Evaluation, Run
 from modelreg.db.session import Database
 from modelreg.environments import reads
@@ -38,6 +37,7 @@ from modelreg.environments import services as environments
 from modelreg.evaluation import datasets
 from modelreg.evaluation import services as evaluations
 from modelreg.registry import services as registry
+from modelreg.roles import Caller
 from modelreg.runs import services as runs
 from modelreg.storage.artifacts import LocalArtifactStore
 

@@ -164,7 +164,7 @@ class _Api(Api):  # type: ignore[misc]
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
-    # No static route: every route must be declared in modelreg.web.roles.
+    # No static route: every route must be declared in modelreg.web.route_roles.
     app = Flask("modelreg", static_folder=None)
     # "/api/v1//models" is not "/api/v1/models": a 404, not a redirect (an HTML page).
     app.url_map.merge_slashes = False

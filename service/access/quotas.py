@@ -18,9 +18,9 @@ from __future__ import annotations
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from modelreg.db.models import JOB_ACTIVE_STATES as ACTIVE
 from modelreg.db.models import Job, Run
 from modelreg.errors import TooManyRequests
-from modelreg.evaluation.queue import ACTIVE
 
 
 def lock_token(session: Session, actor: str) -> None:

@@ -9,8 +9,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from modelreg.access import tokens
-from modelreg.access.roles import ROLES
 from modelreg.db.models import MAX_ID
+from modelreg.roles import ROLES
 from modelreg.web.auth import caller
 from modelreg.web.common import (
     STRING,
@@ -77,7 +77,6 @@ class Tokens(MethodView):
         created = tokens.create(
             s, body["name"], body["role"], expires_at=body["expires_at"], caller=caller()
         )
-        s.commit()
         return _Created(created)
 
     @blp.arguments(PageArgs, location="query")
@@ -101,7 +100,6 @@ class TokenView(MethodView):
         """Revoke a token: refused from this moment on"""
         s = uow(write=True)
         token = tokens.revoke(s, token_id, caller=caller())
-        s.commit()
         # This process forgets it now; the others when the commit's NOTIFY reaches them.
         ctx().token_cache.forget_all()
         return token

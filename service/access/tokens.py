@@ -12,13 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from modelreg.access.roles import ROLES, Caller
-from modelreg.changes import audit
+from modelreg.changes.unit import Change
 from modelreg.clock import iso
 from modelreg.db.models import ApiToken, utcnow
 from modelreg.db.pagination import Page, offset_page
 from modelreg.errors import AlreadyExists, NotFound, ValidationFailed
 from modelreg.names import check_name, name_key
+from modelreg.roles import ROLES, Caller
 
 SECRET_PREFIX = "mr_"
 
@@ -84,14 +84,13 @@ def create(
         created_by=caller.name,
         expires_at=expires_at,
     )
-    session.add(token)
-    try:
-        session.flush()
-    except IntegrityError:
-        raise AlreadyExists(f"a token named {name!r} exists", {"name": name}) from None
-    audit.record(
-        session, caller, "token.create", f"tokens/{token.id}", before=None, after=_document(token)
-    )
+    with Change(session, caller, "token.create") as change:
+        session.add(token)
+        try:
+            session.flush()
+        except IntegrityError:
+            raise AlreadyExists(f"a token named {name!r} exists", {"name": name}) from None
+        change.record(target=f"tokens/{token.id}", before=None, after=_document(token))
     return Created(token, secret)
 
 
@@ -103,19 +102,18 @@ def get(session: Session, token_id: int) -> ApiToken:
 
 
 def revoke(session: Session, token_id: int, *, caller: Caller) -> ApiToken:
-    """Revoke a token, audited (also when it was revoked already); the caller commits.
+    """Revoke a token, audited (also when it was revoked already).
 
     Every request with it is refused from the commit on.
     """
     token = get(session, token_id)
     before = _document(token)
-    if token.revoked_at is None:
-        token.revoked_at = utcnow()
-        token.revoked_by = caller.name
-        session.flush()
-    audit.record(
-        session, caller, "token.revoke", f"tokens/{token.id}", before=before, after=_document(token)
-    )
+    with Change(session, caller, "token.revoke", f"tokens/{token.id}") as change:
+        if token.revoked_at is None:
+            token.revoked_at = utcnow()
+            token.revoked_by = caller.name
+            session.flush()
+        change.record(before=before, after=_document(token))
     return token
 
 

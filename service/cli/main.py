@@ -246,9 +246,9 @@ def token_create(name: str, role: str, expires_at: Any) -> None:
     from datetime import UTC
 
     from modelreg.access import tokens
-    from modelreg.access.roles import Caller
     from modelreg.db.session import Database
     from modelreg.errors import ServiceError
+    from modelreg.roles import Caller
 
     settings = _settings()
     _prepare_database(settings)
@@ -267,7 +267,6 @@ def token_create(name: str, role: str, expires_at: Any) -> None:
                 )
             except ServiceError as exc:
                 raise click.ClickException(exc.message) from None
-            session.commit()
     finally:
         db.dispose()
     click.echo(f"token {created.token.id} {name!r} ({role}); its secret, shown once:", err=True)
@@ -298,9 +297,9 @@ def token_list() -> None:
 def token_revoke(token_id: int) -> None:
     """Revoke a token by id: refused from this moment on."""
     from modelreg.access import tokens
-    from modelreg.access.roles import Caller
     from modelreg.db.session import Database
     from modelreg.errors import ServiceError
+    from modelreg.roles import Caller
 
     url = _settings().resolved_database_url
     db = Database(url)
@@ -310,7 +309,6 @@ def token_revoke(token_id: int) -> None:
                 tokens.revoke(session, token_id, caller=Caller("modelreg token revoke", "cli"))
             except ServiceError as exc:
                 raise click.ClickException(exc.message) from None
-            session.commit()
     finally:
         db.dispose()
     click.echo(f"token {token_id} revoked", err=True)

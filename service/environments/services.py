@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from modelreg.access.roles import Caller
 from modelreg.changes import audit, champions
+from modelreg.changes.unit import Change
 from modelreg.clock import iso
 from modelreg.db.models import Champion, DatasetRevision, Environment, PolicyRow, utcnow
 from modelreg.db.pagination import Page, offset_page
@@ -24,6 +24,7 @@ from modelreg.evaluation import queue as jobs
 from modelreg.names import SPECIFIER_LEN, check_name, name_key
 from modelreg.policies import Policy, PolicyError
 from modelreg.registry.services import get_model
+from modelreg.roles import Caller
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,8 @@ def put_environment(
     elif description is not None and description != env.description:
         env.description = description
         env.updated_at = utcnow()
-    audit.record(
-        session,
-        caller,
-        "environment.put",
-        f"environments/{env.name}",
-        before=before,
-        after={"name": env.name, "description": env.description},
-    )
-    session.commit()
+    with Change(session, caller, "environment.put", f"environments/{env.name}") as change:
+        change.record(before=before, after={"name": env.name, "description": env.description})
     return env, created
 
 
@@ -221,109 +215,109 @@ def put_policy(
     if not dry_run:
         audit.require_reason(body.reason, "a policy change")
     env = get_environment(session, environment)
-    mdl = get_model(session, model, lock=True)
-    if body.metric and not isinstance(body.metric, str):
-        raise ValidationFailed.field("metric", "must be a string")
-    revision = datasets.resolve(session, body.dataset)
-    policy = _validated(body, revision, server_formats)
-    if len(policy.versions) > SPECIFIER_LEN:
-        raise ValidationFailed.field("versions", f"at most {SPECIFIER_LEN} characters")
-    row = session.scalar(
-        select(PolicyRow).where(PolicyRow.environment_id == env.id, PolicyRow.model_id == mdl.id)
-    )
-    current = row.revision if row is not None else None
-    if if_match is not None and if_match != current:
-        raise PreconditionFailed(
-            f"policy revision is {current}, not {if_match}" if current else "no policy exists yet",
-            {"revision": current},
+    with Change(session, caller, "policy.put", reason=body.reason) as change:
+        mdl = get_model(session, model)
+        change.lock(mdl)
+        if body.metric and not isinstance(body.metric, str):
+            raise ValidationFailed.field("metric", "must be a string")
+        revision = datasets.resolve(session, body.dataset)
+        policy = _validated(body, revision, server_formats)
+        if len(policy.versions) > SPECIFIER_LEN:
+            raise ValidationFailed.field("versions", f"at most {SPECIFIER_LEN} characters")
+        row = session.scalar(
+            select(PolicyRow).where(
+                PolicyRow.environment_id == env.id, PolicyRow.model_id == mdl.id
+            )
         )
-    if if_match is None and current is not None and not dry_run:
-        raise PreconditionRequired(
-            f"replacing a policy needs If-Match: <revision> (the current one is {current}); "
-            "read it with GET first",
-            {"revision": current},
-        )
-    old = policy_document(row) if row is not None else None
-    before = champion_reads.stored_champion(session, env.id, mdl.id)
-    values = {
-        "versions": policy.versions,
-        "stages": list(policy.stages),
-        "metric": policy.metric,
-        "dataset_revision_id": revision.id,
-        "direction": policy.direction,
-        "min_value": policy.min_value,
-        "min_improvement": policy.min_improvement,
-        "allow_prereleases": policy.allow_prereleases,
-        "require_verified": policy.require_verified,
-        "formats": list(policy.formats),
-    }
-    created = row is None
-    names_new_revision = row is None or row.dataset_revision_id != revision.id
-    if row is None:
-        row = PolicyRow(environment=env, model=mdl, revision=1, **values)
-        session.add(row)
-    changed = created or any(getattr(row, k) != v for k, v in values.items())
-    if changed and not created:
-        for key, value in values.items():
-            setattr(row, key, value)
-        # The audit's ``old`` document loaded the relationship: keep it in step.
-        row.dataset_revision = revision
-        row.revision += 1
-    if changed:
-        row.reason = body.reason
-        row.updated_by = caller.name
-        row.updated_at = utcnow()
-    session.flush()
-    scheduled = 0
-    if names_new_revision:
-        # Every run of the model gets scored on the revision the policy now names.
-        scheduled = jobs.schedule_for_revision(
-            session,
-            mdl.id,
-            revision,
+        current = row.revision if row is not None else None
+        if if_match is not None and if_match != current:
+            raise PreconditionFailed(
+                f"policy revision is {current}, not {if_match}"
+                if current
+                else "no policy exists yet",
+                {"revision": current},
+            )
+        if if_match is None and current is not None and not dry_run:
+            raise PreconditionRequired(
+                f"replacing a policy needs If-Match: <revision> (the current one is {current}); "
+                "read it with GET first",
+                {"revision": current},
+            )
+        old = policy_document(row) if row is not None else None
+        before = champion_reads.stored_champion(session, env.id, mdl.id)
+        values = {
+            "versions": policy.versions,
+            "stages": list(policy.stages),
+            "metric": policy.metric,
+            "dataset_revision_id": revision.id,
+            "direction": policy.direction,
+            "min_value": policy.min_value,
+            "min_improvement": policy.min_improvement,
+            "allow_prereleases": policy.allow_prereleases,
+            "require_verified": policy.require_verified,
+            "formats": list(policy.formats),
+        }
+        created = row is None
+        names_new_revision = row is None or row.dataset_revision_id != revision.id
+        if row is None:
+            row = PolicyRow(environment=env, model=mdl, revision=1, **values)
+            session.add(row)
+        changed = created or any(getattr(row, k) != v for k, v in values.items())
+        if changed and not created:
+            for key, value in values.items():
+                setattr(row, key, value)
+            # The audit's ``old`` document loaded the relationship: keep it in step.
+            row.dataset_revision = revision
+            row.revision += 1
+        if changed:
+            row.reason = body.reason
+            row.updated_by = caller.name
+            row.updated_at = utcnow()
+        session.flush()
+        scheduled = 0
+        if names_new_revision:
+            # Every run of the model gets scored on the revision the policy now names.
+            scheduled = jobs.schedule_for_revision(
+                session,
+                mdl.id,
+                revision,
+                trigger="policy",
+                actor=caller.name,
+                max_attempts=job_attempts,
+            )
+        outcomes = change.recompute(
+            mdl,
             trigger="policy",
-            actor=caller.name,
-            max_attempts=job_attempts,
+            detail=f"policy revision {row.revision}" + (f" ({body.reason})" if body.reason else ""),
+            force=body.force or dry_run,
+            environment_id=env.id,
         )
-    outcomes = champions.recompute(
-        session,
-        mdl,
-        trigger="policy",
-        detail=f"policy revision {row.revision}" + (f" ({body.reason})" if body.reason else ""),
-        actor=caller.name,
-        force=body.force or dry_run,
-        environment_id=env.id,
-    )
-    after = champion_reads.stored_champion(session, env.id, mdl.id)
-    eligible = len(champions.decide(session, row, policy).ranked)
-    outcome = outcomes[0] if outcomes else None
-    result = PolicyChange(
-        row,
-        created,
-        changed,
-        before,
-        after,
-        eligible,
-        scheduled,
-        pending_evaluations=outcome.pending if outcome else 0,
-        held=outcome.held if outcome else False,
-    )
-    if not dry_run:
-        audit.record(
-            session,
-            caller,
-            "policy.put",
-            policy_target(row),
-            before=old,
-            after={
-                **policy_document(row),
-                "changed": changed,
-                "evaluations_scheduled": scheduled,
-                "champions": audit.champion_moves(outcomes),
-            },
-            reason=body.reason,
+        after = champion_reads.stored_champion(session, env.id, mdl.id)
+        eligible = len(champions.decide(session, row, policy).ranked)
+        outcome = outcomes[0] if outcomes else None
+        result = PolicyChange(
+            row,
+            created,
+            changed,
+            before,
+            after,
+            eligible,
+            scheduled,
+            pending_evaluations=outcome.pending if outcome else 0,
+            held=outcome.held if outcome else False,
         )
-        session.commit()
+        if dry_run:
+            change.discard()  # the plan: what would happen, and nothing stored
+        else:
+            change.record(
+                target=policy_target(row),
+                before=old,
+                after={
+                    **policy_document(row),
+                    "changed": changed,
+                    "evaluations_scheduled": scheduled,
+                },
+            )
     return result
 
 

@@ -12,7 +12,7 @@ from flask_smorest import Blueprint
 from modelreg.db.models import MAX_ID, DatasetRevision
 from modelreg.errors import ValidationFailed
 from modelreg.evaluation import content as dataset_content
-from modelreg.evaluation import datasets
+from modelreg.evaluation import datasets, uploads
 from modelreg.runs.downloads import blob_response
 from modelreg.storage.artifacts import SHA256_RE, IncomingFile
 from modelreg.web.auth import caller
@@ -130,13 +130,13 @@ _CREATE_DOC = {
 }
 
 
-def _upload_metadata() -> datasets.ContentInput:
+def _upload_metadata() -> uploads.ContentInput:
     loaded = multipart_json(
         DatasetUploadSchema(),
         "dataset",
         missing="a part named 'metadata' holding {name, target, task} is required",
     )
-    return datasets.ContentInput(**loaded)
+    return uploads.ContentInput(**loaded)
 
 
 @blp.route("/datasets")
@@ -172,7 +172,7 @@ class Datasets(MethodView):
         if part is None or not isinstance(part.stream, IncomingFile):
             raise ValidationFailed.field("file", "a file part named 'file' is required")
         c = ctx()
-        number, created = datasets.upload_revision(
+        number, created = uploads.upload_revision(
             c.db,
             c.store,
             part.stream,

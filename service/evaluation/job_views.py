@@ -9,10 +9,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from modelreg.access import quotas
-from modelreg.access.roles import allows
 from modelreg.db.models import MAX_ID
 from modelreg.evaluation import queue as jobs
 from modelreg.evaluation import redaction
+from modelreg.roles import allows
 from modelreg.web.auth import caller
 from modelreg.web.common import STRING, PageArgs, UtcDateTime, ctx, list_schema, page_size, uow
 from modelreg.web.errors import ApiErrorSchema

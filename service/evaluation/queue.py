@@ -32,8 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, selectinload
 
-from modelreg.access.roles import Caller
-from modelreg.changes import audit, champions
+from modelreg.changes import champions
+from modelreg.changes.unit import Change
 from modelreg.db.models import (
     JOB_ACTIVE_STATES,
     DatasetRevision,
@@ -48,6 +48,11 @@ from modelreg.db.pagination import Page, decode_token, encode_token
 from modelreg.db.session import Database
 from modelreg.errors import NotFound, ValidationFailed
 from modelreg.evaluation import datasets
+from modelreg.evaluation.services import get_run
+from modelreg.evaluation.services import target as evaluation_target
+from modelreg.policies.versions import InvalidVersionError, in_tolerance, parse_specifier
+from modelreg.registry.services import get_model
+from modelreg.roles import Caller
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "pending",
@@ -58,6 +63,8 @@ PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
 )
 STATES = (PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 ACTIVE = JOB_ACTIVE_STATES
+# Who fails a job whose worker vanished: the queue itself, as the audit trail shows.
+QUEUE = Caller("queue", "worker")
 # The columns of a job that bulk scheduling writes from a SELECT (the rest default).
 _INSERTED_COLUMNS = [
     "kind",
@@ -227,39 +234,31 @@ def evaluate_on_request(
 
     Audited also when it returns an existing job (``created: false``).
     """
-    from modelreg.evaluation.services import get_run, target
-    from modelreg.registry.services import lock_model
-
-    lock_model(session, get_run(session, run_id).model_version.model)
-    run = get_run(session, run_id)  # removed while we waited: 404
-    job, created = request_evaluation(
-        session, run, dataset, actor=caller.name, max_attempts=max_attempts
-    )
-    if created:  # the champions now wait for it (``pending_evaluations``)
-        champions.recompute(
-            session,
-            run.model_version.model,
-            trigger="evaluation_requested",
-            detail=f"run {run.id} to be scored (job {job.id})",
-            actor=caller.name,
-            changed_run=run.id,
+    with Change(session, caller, "evaluation.request") as change:
+        change.lock(get_run(session, run_id).model_version.model)
+        run = get_run(session, run_id)  # removed while we waited: 404
+        job, created = request_evaluation(
+            session, run, dataset, actor=caller.name, max_attempts=max_attempts
         )
-    label = job.dataset_revision.label
-    audit.record(
-        session,
-        caller,
-        "evaluation.request",
-        target(run.id, label),
-        before=None,
-        after={
-            "run_id": run.id,
-            "dataset": label,
-            "job_id": job.id,
-            "state": job.state,
-            "created": created,
-        },
-    )
-    session.commit()
+        if created:  # the champions now wait for it (``pending_evaluations``)
+            change.recompute(
+                run.model_version.model,
+                trigger="evaluation_requested",
+                detail=f"run {run.id} to be scored (job {job.id})",
+                changed_run=run.id,
+            )
+        label = job.dataset_revision.label
+        change.record(
+            target=evaluation_target(run.id, label),
+            before=None,
+            after={
+                "run_id": run.id,
+                "dataset": label,
+                "job_id": job.id,
+                "state": job.state,
+                "created": created,
+            },
+        )
     return job, created
 
 
@@ -298,10 +297,7 @@ def evaluate_model(
     job; a run whose job failed gets a new one, as on request for one run. Serialized
     per model, so two requests never queue the same pair twice. Audited.
     """
-    from modelreg.policies.versions import InvalidVersionError, in_tolerance, parse_specifier
-    from modelreg.registry.services import get_model
-
-    mdl = get_model(session, model, lock=True)
+    mdl = get_model(session, model)
     revision = datasets.resolve(session, dataset, missing_is_404=True)
     if not revision.has_content:
         raise ValidationFailed.field(
@@ -314,74 +310,70 @@ def evaluate_model(
         spec = parse_specifier(spec_text)
     except InvalidVersionError as exc:
         raise ValidationFailed.field("versions", str(exc)) from None
-    # Pre-releases are scored too: a policy may allow them, and scoring harms nothing.
-    version_ids = [
-        v.id for v in mdl.versions if in_tolerance(spec, v.version, allow_prereleases=True)
-    ]
-    runs_of = select(Run.id).where(Run.version_id.in_(version_ids))
-    done = _scored_or_queued(Run.id, revision.id, (PENDING, RUNNING, SUCCEEDED))
-    already = int(
-        session.scalar(select(func.count()).select_from(runs_of.where(done).subquery())) or 0
-    )
-    pending = list(
-        session.scalars(
-            select(Job.id)
-            .where(
-                Job.run_id.in_(runs_of),
-                Job.dataset_revision_id == revision.id,
-                Job.state.in_(list(ACTIVE)),
-            )
-            .order_by(Job.id)
+    target = f"models/{mdl.name}/evaluations/{revision.label}"
+    with Change(session, caller, "evaluation.request", target) as change:
+        change.lock(mdl)
+        # Pre-releases are scored too: a policy may allow them, and scoring harms nothing.
+        version_ids = [
+            v.id for v in mdl.versions if in_tolerance(spec, v.version, allow_prereleases=True)
+        ]
+        runs_of = select(Run.id).where(Run.version_id.in_(version_ids))
+        done = _scored_or_queued(Run.id, revision.id, (PENDING, RUNNING, SUCCEEDED))
+        already = int(
+            session.scalar(select(func.count()).select_from(runs_of.where(done).subquery())) or 0
         )
-    )
-    now = utcnow()
-    queued = list(
-        session.scalars(
-            insert(Job)
-            .from_select(
-                _INSERTED_COLUMNS,
-                select(
-                    literal("evaluate"),
-                    Run.id,
-                    literal(revision.id),
-                    literal(PENDING),
-                    literal("request"),
-                    literal(caller.name),
-                    literal(0),
-                    literal(max_attempts),
-                    literal(now),
-                    literal(now),
+        pending = list(
+            session.scalars(
+                select(Job.id)
+                .where(
+                    Job.run_id.in_(runs_of),
+                    Job.dataset_revision_id == revision.id,
+                    Job.state.in_(list(ACTIVE)),
                 )
-                .where(Run.version_id.in_(version_ids), ~done)
-                .order_by(Run.id),
+                .order_by(Job.id)
             )
-            .returning(Job.id)
         )
-    )
-    if queued:  # the champions now wait for them (``pending_evaluations``)
-        champions.recompute(
-            session,
-            mdl,
-            trigger="evaluation_requested",
-            detail=f"{len(queued)} run(s) to be scored on {revision.label}",
-            actor=caller.name,
+        now = utcnow()
+        queued = list(
+            session.scalars(
+                insert(Job)
+                .from_select(
+                    _INSERTED_COLUMNS,
+                    select(
+                        literal("evaluate"),
+                        Run.id,
+                        literal(revision.id),
+                        literal(PENDING),
+                        literal("request"),
+                        literal(caller.name),
+                        literal(0),
+                        literal(max_attempts),
+                        literal(now),
+                        literal(now),
+                    )
+                    .where(Run.version_id.in_(version_ids), ~done)
+                    .order_by(Run.id),
+                )
+                .returning(Job.id)
+            )
         )
-    result = ModelEvaluation(mdl.name, revision.label, str(spec), queued, already, pending)
-    audit.record(
-        session,
-        caller,
-        "evaluation.request",
-        f"models/{mdl.name}/evaluations/{revision.label}",
-        before=None,
-        after={
-            "model": mdl.name,
-            "dataset": revision.label,
-            "versions": result.versions,
-            "jobs": result.jobs,
-            "already_scored": already,
-        },
-    )
-    session.commit()
+        if queued:  # the champions now wait for them (``pending_evaluations``)
+            change.recompute(
+                mdl,
+                trigger="evaluation_requested",
+                detail=f"{len(queued)} run(s) to be scored on {revision.label}",
+            )
+        result = ModelEvaluation(mdl.name, revision.label, str(spec), queued, already, pending)
+        change.record(
+            before=None,
+            after={
+                "model": mdl.name,
+                "dataset": revision.label,
+                "versions": result.versions,
+                "jobs": result.jobs,
+                "already_scored": already,
+            },
+        )
     return result
 
 
@@ -394,25 +386,30 @@ def cancel_for_run(session: Session, run_id: int, reason: str) -> None:
     )
 
 
-def settle_failure(session: Session, job: Job) -> list[champions.Outcome]:
-    """A job has just failed: recompute the champions of its run's model.
+def settle_failure(change: Change, job: Job) -> list[champions.Outcome]:
+    """A job has just failed: recompute the champions of its run's model, and record it.
 
     A run whose evaluation failed is excluded (``evaluation_failed``), so a failure
-    can move a champion like a verified value can. The caller holds the model's
-    lock (``registry.lock_model``), taken before the job's row lock.
+    can move a champion like a verified value can. The change holds the model's
+    lock, taken before the job's row lock.
     """
-    run = session.get(Run, job.run_id)
-    if run is None:
-        return []
+    run = change.session.get(Run, job.run_id)
     label = job.dataset_revision.label
-    return champions.recompute(
-        session,
-        run.model_version.model,
-        trigger="evaluation_failed",
-        detail=f"run {run.id} on {label}: job {job.id} failed",
-        actor=job.actor or "worker",
-        changed_run=run.id,
+    outcomes = []
+    if run is not None:
+        outcomes = change.recompute(
+            run.model_version.model,
+            trigger="evaluation_failed",
+            detail=f"run {run.id} on {label}: job {job.id} failed",
+            changed_run=run.id,
+            actor=job.actor or "worker",
+        )
+    change.record(
+        target=evaluation_target(job.run_id, label),
+        before=None,
+        after={"run_id": job.run_id, "dataset": label, "job_id": job.id, "error": job.error},
     )
+    return outcomes
 
 
 def _abandon(db: Database, job_id: int, run_id: int, now: Any) -> None:
@@ -420,17 +417,16 @@ def _abandon(db: Database, job_id: int, run_id: int, now: Any) -> None:
 
     The model is locked before the job, in the order every other writer takes them.
     """
-    from modelreg.registry.services import lock_model
-
-    with db.unit_of_work() as session:
+    with db.unit_of_work() as session, Change(session, QUEUE, "evaluation.fail") as change:
         run = session.get(Run, run_id)
         if run is not None:
-            lock_model(session, run.model_version.model)
+            change.lock(run.model_version.model)
         job = session.scalar(
             select(Job).where(Job.id == job_id, _claimable(now)).with_for_update(skip_locked=True)
         )
         if job is None or job.attempts < job.max_attempts:
-            return  # taken or changed meanwhile: the next claim looks again
+            change.discard()  # taken or changed meanwhile: the next claim looks again
+            return
         job.state = FAILED
         job.error = (
             f"abandoned after {job.attempts} attempt(s): the worker holding it "
@@ -438,8 +434,7 @@ def _abandon(db: Database, job_id: int, run_id: int, now: Any) -> None:
         )
         job.finished_at = now
         job.claim_token = None
-        settle_failure(session, job)
-        session.commit()
+        settle_failure(change, job)
 
 
 def _claimable(now: Any) -> ColumnElement[bool]:

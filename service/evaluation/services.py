@@ -9,13 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from modelreg.access.roles import Caller
-from modelreg.changes import audit, champions
+from modelreg.changes.unit import Change
 from modelreg.db.models import Evaluation, Run
 from modelreg.errors import AlreadyExists, NotFound, ValidationFailed
 from modelreg.evaluation import datasets
 from modelreg.names import NAME_RE
-from modelreg.registry.services import lock_model
+from modelreg.roles import Caller
 
 
 def get_run(session: Session, run_id: int) -> Run:
@@ -90,33 +89,24 @@ def record(
 ) -> list[Evaluation]:
     """Record reported metrics of a run and move the champions they can move."""
     model = get_run(session, run_id).model_version.model
-    lock_model(session, model)
-    run = get_run(session, run_id)  # it may have been removed while we waited: 404
-    rows = add(session, run, dataset, metrics)
-    label = rows[0].dataset_revision.label
-    outcomes = champions.recompute(
-        session,
-        model,
-        trigger="evaluation",
-        detail=f"run {run.id} on {label}",
-        actor=caller.name,
-        changed_run=run.id,
-    )
-    audit.record(
-        session,
-        caller,
-        "evaluation.create",
-        target(run.id, label),
-        before=None,
-        after={
-            "run_id": run.id,
-            "dataset": label,
-            "source": "reported",
-            "metrics": {row.metric: row.value for row in rows},
-            "champions": audit.champion_moves(outcomes),
-        },
-    )
-    session.commit()
+    with Change(session, caller, "evaluation.create") as change:
+        change.lock(model)
+        run = get_run(session, run_id)  # it may have been removed while we waited: 404
+        rows = add(session, run, dataset, metrics)
+        label = rows[0].dataset_revision.label
+        change.recompute(
+            model, trigger="evaluation", detail=f"run {run.id} on {label}", changed_run=run.id
+        )
+        change.record(
+            target=target(run.id, label),
+            before=None,
+            after={
+                "run_id": run.id,
+                "dataset": label,
+                "source": "reported",
+                "metrics": {row.metric: row.value for row in rows},
+            },
+        )
     return rows
 
 

@@ -31,18 +31,17 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from modelreg.access.roles import Caller
-from modelreg.changes import audit, champions
+from modelreg.changes import settling
+from modelreg.changes.unit import Change
 from modelreg.config import Settings
 from modelreg.db.models import DatasetRevision, Evaluation, Job, Run, utcnow
 from modelreg.db.session import Database
-from modelreg.environments import settling
 from modelreg.evaluation import queue as jobs
 from modelreg.evaluation import services as evaluations
 from modelreg.evaluation.child import Limits, Spec
 from modelreg.evaluation.content import load_xy
 from modelreg.evaluation.sandbox import Executor, Outcome, Sandbox, score_answer
-from modelreg.registry.services import lock_model
+from modelreg.roles import Caller
 from modelreg.runtime import logs
 from modelreg.runtime import prometheus as metrics
 from modelreg.storage.artifacts import ArtifactStore
@@ -107,6 +106,7 @@ class Worker:
         self.settings = settings
         self.executor = executor or sandbox_for(settings)
         self.name = name or default_name()
+        self.caller = Caller(f"worker:{self.name}", "worker")
         self._next_settle_check = 0.0
         # What the job record says ran it; a test double is neither level.
         self.isolation: str | None = getattr(self.executor, "isolation", None)
@@ -282,52 +282,53 @@ class Worker:
             if run is None:
                 return self._finish_without_run(claim)
             model = run.model_version.model
-            lock_model(session, model)
-            job = jobs.held(session, claim)
-            if job is None:
-                return Processed(claim.job_id, "lost", "the job was cancelled or taken over")
-            run = session.get(Run, claim.run_id)
-            if run is None:  # removed while we evaluated (its removal cancels the job too)
-                return Processed(claim.job_id, "cancelled", "run removed")
-            result: dict[str, Any] = {
-                "metrics": outcome.metrics,
-                "skipped": outcome.skipped,
-                "seconds": round(elapsed, 3),
-                **{k: v for k, v in outcome.details.items() if k != "seconds"},
-            }
-            job.result = result
-            job.isolation = self.isolation
-            job.finished_at = utcnow()
-            job.claim_token = None
-            job.lease_expires_at = None
-            if not outcome.ok:
-                job.state = jobs.FAILED
-                job.error = outcome.error
-                jobs.settle_failure(session, job)
-                session.commit()
-                return Processed(claim.job_id, jobs.FAILED, outcome.error)
-            stored = self._add_verified(session, job, outcome.metrics)
-            job.state = jobs.SUCCEEDED
-            if not outcome.metrics:
-                job.error = "no metric could be computed: " + "; ".join(
-                    f"{k}: {v}" for k, v in sorted(outcome.skipped.items())
-                )
-            if stored:
+            with Change(session, self.caller, "evaluation.verify") as change:
+                change.lock(model)
+                job = jobs.held(session, claim)
+                if job is None:
+                    change.discard()
+                    return Processed(claim.job_id, "lost", "the job was cancelled or taken over")
+                run = session.get(Run, claim.run_id)
+                if run is None:  # removed while we evaluated (its removal cancels the job too)
+                    change.discard()
+                    return Processed(claim.job_id, "cancelled", "run removed")
+                result: dict[str, Any] = {
+                    "metrics": outcome.metrics,
+                    "skipped": outcome.skipped,
+                    "seconds": round(elapsed, 3),
+                    **{k: v for k, v in outcome.details.items() if k != "seconds"},
+                }
+                job.result = result
+                job.isolation = self.isolation
+                job.finished_at = utcnow()
+                job.claim_token = None
+                job.lease_expires_at = None
+                if not outcome.ok:
+                    job.state = jobs.FAILED
+                    job.error = outcome.error
+                    change.action = "evaluation.fail"
+                    jobs.settle_failure(change, job)
+                    return Processed(claim.job_id, jobs.FAILED, outcome.error)
+                stored = self._add_verified(session, job, outcome.metrics)
+                job.state = jobs.SUCCEEDED
+                if not outcome.metrics:
+                    job.error = "no metric could be computed: " + "; ".join(
+                        f"{k}: {v}" for k, v in sorted(outcome.skipped.items())
+                    )
+                if not stored:
+                    change.bookkeeping()  # every value was known already: nothing moves
+                    return Processed(claim.job_id, jobs.SUCCEEDED)
                 label = job.dataset_revision.label
-                outcomes = champions.recompute(
-                    session,
+                change.recompute(
                     model,
                     trigger="verified_evaluation",
                     detail=f"run {run.id} verified on {label} (job {job.id})",
-                    actor=job.actor or "worker",
                     changed_run=run.id,
+                    actor=job.actor or "worker",
                 )
                 # Not a request, but a change of what champions are chosen from.
-                audit.record(
-                    session,
-                    Caller(f"worker:{self.name}", "worker"),
-                    "evaluation.verify",
-                    evaluations.target(run.id, label),
+                change.record(
+                    target=evaluations.target(run.id, label),
                     before=None,
                     after={
                         "run_id": run.id,
@@ -335,10 +336,8 @@ class Worker:
                         "source": "verified",
                         "metrics": stored,
                         "job_id": job.id,
-                        "champions": audit.champion_moves(outcomes),
                     },
                 )
-            session.commit()
             return Processed(claim.job_id, jobs.SUCCEEDED)
 
     @staticmethod
@@ -383,12 +382,16 @@ class Worker:
     def _release(self, claim: jobs.Claim, error: str) -> Processed:
         """Give a job back after our own failure: retried later, or failed when out of tries."""
         try:
-            with self.db.unit_of_work() as session:
+            with (
+                self.db.unit_of_work() as session,
+                Change(session, self.caller, "evaluation.fail") as change,
+            ):
                 run = session.get(Run, claim.run_id)
                 if run is not None:  # a failure below moves champions: model lock first
-                    lock_model(session, run.model_version.model)
+                    change.lock(run.model_version.model)
                 job = jobs.held(session, claim)
                 if job is None:
+                    change.discard()
                     return Processed(claim.job_id, "lost", error)
                 job.claim_token = None
                 job.lease_expires_at = None
@@ -396,13 +399,12 @@ class Worker:
                 if job.attempts >= job.max_attempts:
                     job.state = jobs.FAILED
                     job.finished_at = utcnow()
-                    jobs.settle_failure(session, job)
+                    jobs.settle_failure(change, job)
                 else:
                     job.state = jobs.PENDING
                     job.available_at = utcnow() + timedelta(seconds=2**job.attempts)
-                state = job.state
-                session.commit()
-                return Processed(claim.job_id, state, error)
+                    change.bookkeeping()  # retried later; nothing moves yet
+                return Processed(claim.job_id, job.state, error)
         except SQLAlchemyError:
             # The lease runs out by itself and another claim will retry the job.
             return Processed(claim.job_id, "lost", error)

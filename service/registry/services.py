@@ -9,8 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from modelreg.access.roles import Caller, allows, transition_role
 from modelreg.changes import audit, champions
+from modelreg.changes.unit import Change, lock_model
 from modelreg.db.models import ModelVersion, RegisteredModel, utcnow
 from modelreg.db.pagination import Page, offset_page
 from modelreg.errors import (
@@ -23,22 +23,7 @@ from modelreg.errors import (
 from modelreg.names import check_name, name_key, parse_version_field
 from modelreg.policies.stages import STAGES, allowed_targets, can_transition
 from modelreg.policies.versions import InvalidVersionError, in_tolerance, parse_specifier
-
-
-def lock_model(session: Session, model: RegisteredModel) -> None:
-    """Serialize every change that can move this model's champions.
-
-    On PostgreSQL this is a row lock held to the end of the transaction; on
-    SQLite the write transaction (``BEGIN IMMEDIATE``) already holds the lock.
-    """
-    session.execute(
-        select(RegisteredModel.id).where(RegisteredModel.id == model.id).with_for_update()
-    )
-    # Rows loaded before the lock may have changed while we waited for it; the
-    # identity map would keep serving the old values (a stale run counter would
-    # hand out a number twice). Callers lock before they modify anything, so
-    # expiring loses no pending change.
-    session.expire_all()
+from modelreg.roles import Caller, allows, transition_role
 
 
 def model_target(model: RegisteredModel) -> str:
@@ -60,24 +45,21 @@ def create_model(
     check_name("name", name)
     if session.scalar(select(RegisteredModel.id).where(RegisteredModel.name_key == name_key(name))):
         raise AlreadyExists(f"model {name!r} already exists", {"name": name})
-    model = RegisteredModel(
-        name=name, name_key=name_key(name), description=description, tags=tags or {}
-    )
-    session.add(model)
-    try:
-        session.flush()
-    except IntegrityError:
-        # A concurrent request registered the same name between our check and insert.
-        raise AlreadyExists(f"model {name!r} already exists", {"name": name}) from None
-    audit.record(
-        session,
-        caller,
-        "model.create",
-        model_target(model),
-        before=None,
-        after={"name": model.name, "description": model.description, "tags": model.tags},
-    )
-    session.commit()
+    with Change(session, caller, "model.create") as change:
+        model = RegisteredModel(
+            name=name, name_key=name_key(name), description=description, tags=tags or {}
+        )
+        session.add(model)
+        try:
+            session.flush()
+        except IntegrityError:
+            # A concurrent request registered the same name between our check and insert.
+            raise AlreadyExists(f"model {name!r} already exists", {"name": name}) from None
+        change.record(
+            target=model_target(model),
+            before=None,
+            after={"name": model.name, "description": model.description, "tags": model.tags},
+        )
     return model
 
 
@@ -138,30 +120,27 @@ def create_version(
         tags=tags or {},
     )
     name = model.name  # the session is unusable after a failed flush: read it now
-    session.add(mv)
-    try:
-        session.flush()
-    except IntegrityError:
-        # A concurrent request registered an equal version between our check and insert.
-        raise AlreadyExists(
-            f"{name} already has a version equal to {normalized}",
-            {"model": name, "version": normalized},
-        ) from None
-    audit.record(
-        session,
-        caller,
-        "version.create",
-        version_target(mv),
-        before=None,
-        after={
-            "model": model.name,
-            "version": mv.version,
-            "stage": mv.stage,
-            "description": mv.description,
-            "tags": mv.tags,
-        },
-    )
-    session.commit()
+    with Change(session, caller, "version.create") as change:
+        session.add(mv)
+        try:
+            session.flush()
+        except IntegrityError:
+            # A concurrent request registered an equal version between our check and insert.
+            raise AlreadyExists(
+                f"{name} already has a version equal to {normalized}",
+                {"model": name, "version": normalized},
+            ) from None
+        change.record(
+            target=version_target(mv),
+            before=None,
+            after={
+                "model": model.name,
+                "version": mv.version,
+                "stage": mv.stage,
+                "description": mv.description,
+                "tags": mv.tags,
+            },
+        )
     return mv
 
 
@@ -261,25 +240,14 @@ def transition(
     if "Production" in (mv.stage, stage):
         audit.require_reason(reason, "a transition into or out of Production")
     previous = mv.stage
-    mv.stage = stage
-    mv.stage_changed_at = utcnow()
-    session.flush()
-    outcomes = champions.recompute(
-        session,
-        mv.model,
-        trigger="transition",
-        detail=f"{mv.version}: {previous} -> {stage}" + (f" ({reason})" if reason else ""),
-        actor=caller.name,
-        force=force,
-    )
-    audit.record(
-        session,
-        caller,
-        "version.transition",
-        version_target(mv),
-        before={"stage": previous},
-        after={"stage": stage, "champions": audit.champion_moves(outcomes)},
-        reason=reason,
-    )
-    session.commit()
+    with Change(session, caller, "version.transition", version_target(mv), reason=reason) as change:
+        mv.stage = stage
+        mv.stage_changed_at = utcnow()
+        outcomes = change.recompute(
+            mv.model,
+            trigger="transition",
+            detail=f"{mv.version}: {previous} -> {stage}" + (f" ({reason})" if reason else ""),
+            force=force,
+        )
+        change.record(before={"stage": previous}, after={"stage": stage})
     return mv, outcomes

@@ -25,10 +25,10 @@ from urllib.parse import quote
 from flask import Response, request
 from werkzeug.wsgi import wrap_file
 
-from modelreg.access.roles import Caller
-from modelreg.changes import audit
+from modelreg.changes.unit import Change
 from modelreg.db.session import Database
 from modelreg.errors import Unavailable
+from modelreg.roles import Caller
 from modelreg.runtime.prometheus import INTEGRITY_FAILURES
 from modelreg.storage.artifacts import CHUNK, ArtifactStore, sha256_of_file
 from modelreg.storage.hashing import StreamingSha256
@@ -97,16 +97,13 @@ def _corrupt(
         "stored bytes failed verification",
         extra={"sha256": sha256, "found": found, "quarantined_as": quarantined},
     )
-    with db.unit_of_work() as session:
-        audit.record(
-            session,
-            who,
-            "artifact.corrupt",
-            f"blobs/{sha256}",
-            before={"sha256": sha256, "size": size},
-            after={**found, "quarantined_as": quarantined},
+    with (
+        db.unit_of_work() as session,
+        Change(session, who, "artifact.corrupt", f"blobs/{sha256}") as change,
+    ):
+        change.record(
+            before={"sha256": sha256, "size": size}, after={**found, "quarantined_as": quarantined}
         )
-        session.commit()
 
 
 def _verify_whole(fh: IO[bytes], sha256: str, size: int) -> dict[str, object] | None:

@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from modelreg.access import quotas
-from modelreg.access.roles import Caller
 from modelreg.changes import audit, champions
+from modelreg.changes.unit import Change, record_repair
 from modelreg.db.models import ModelVersion, Run
 from modelreg.db.pagination import Page, decode_token, encode_token
 from modelreg.db.session import Database
@@ -26,7 +26,8 @@ from modelreg.errors import Unavailable
 from modelreg.evaluation import datasets
 from modelreg.evaluation import queue as jobs
 from modelreg.evaluation import services as evaluations
-from modelreg.registry.services import get_version, lock_model
+from modelreg.registry.services import get_version
+from modelreg.roles import Caller
 from modelreg.storage import blobs
 from modelreg.storage.artifacts import ArtifactStore, IncomingFile
 
@@ -106,7 +107,7 @@ def create_run(
 
     blob = store.commit(upload, meta.expected_sha256)
     try:
-        with db.unit_of_work() as session:
+        with db.unit_of_work() as session, Change(session, caller, "run.create") as change:
             quotas.lock_token(session, caller.name)
             _check_usage(session, caller, limits, blob.size)
             mv = get_version(session, model, version, lock_for_champions=True)
@@ -119,7 +120,7 @@ def create_run(
                     {"sha256": blob.sha256},
                 )
             run = _insert(session, mv, blob.sha256, blob.size, filename, meta, caller.name)
-            blobs.record_repair(session, caller, blob)
+            record_repair(change, blob)
             for i, ev in enumerate(meta.evaluations):
                 evaluations.add(
                     session, run, ev["dataset"], ev["metrics"], field=f"evaluations.{i}.dataset"
@@ -131,22 +132,16 @@ def create_run(
                 actor=caller.name,
                 max_attempts=job_attempts,
             )
-            outcomes: list[champions.Outcome] = []
             # Its values can move a champion; its jobs make champions wait for them.
             if meta.evaluations or scheduled:
-                outcomes = champions.recompute(
-                    session,
+                change.recompute(
                     mv.model,
                     trigger="evaluation",
                     detail=f"run {run.id} registered",
-                    actor=caller.name,
                     changed_run=run.id,
                 )
-            audit.record(
-                session,
-                caller,
-                "run.create",
-                run_target(run),
+            change.record(
+                target=run_target(run),
                 before=None,
                 after={
                     **run_document(run),
@@ -155,10 +150,9 @@ def create_run(
                         for ev in meta.evaluations
                     ],
                     "jobs": [job.id for job in scheduled],
-                    "champions": audit.champion_moves(outcomes),
+                    "champions": audit.champion_moves(change.outcomes),
                 },
             )
-            session.commit()
             return run
     except BaseException:
         if blob.created:
@@ -253,34 +247,26 @@ def delete_run(
     without a champion, unless ``force``. The artifact is deleted when no other
     run, and no dataset revision's content, shares its bytes.
     """
-    with db.unit_of_work() as session:
+    with (
+        db.unit_of_work() as session,
+        Change(session, caller, "run.delete", f"runs/{run_id}", reason=reason) as change,
+    ):
         run = get_run(session, run_id)
         model = run.model_version.model
-        lock_model(session, model)
+        change.lock(model)
         run = get_run(session, run_id)
         sha256 = run.artifact_sha256
         removed = run_document(run)
-        outcomes = champions.recompute(
-            session,
+        outcomes = change.recompute(
             model,
             trigger="run_removed",
             detail=f"run {run_id} removed" + (f" ({reason})" if reason else ""),
-            actor=caller.name,
             force=force,
             removing=run_id,
         )
         jobs.cancel_for_run(session, run_id, "run removed")
         session.delete(run)
-        audit.record(
-            session,
-            caller,
-            "run.delete",
-            f"runs/{run_id}",
-            before=removed,
-            after={"champions": audit.champion_moves(outcomes)},
-            reason=reason,
-        )
-        session.commit()
+        change.record(before=removed, after={})
     blobs.forget_if_unused(db, store, sha256)
     return outcomes
 

@@ -6,7 +6,7 @@ records of the ``modelreg…`` and ``service…`` loggers to stderr as JSON:
 written while serving a request, whatever :func:`context` holds (the worker's
 ``job_id``), the fields passed as ``extra={"fields": {...}}``, and ``exc`` for a
 traceback. The access log (``access_log = true``) is such a record per request,
-from ``modelreg.access.roles``: method, route template, path (never the query string,
+from ``modelreg.roles``: method, route template, path (never the query string,
 which may hold a credential sent by mistake), status, duration_ms, request_id
 and actor (the token's name). No header is ever logged.
 """
@@ -25,7 +25,7 @@ from typing import IO, Any
 from flask import g, has_request_context
 
 LOGGERS = ("modelreg",)
-ACCESS_LOGGER = "modelreg.access.roles"
+ACCESS_LOGGER = "modelreg.roles"
 
 _context: ContextVar[dict[str, Any] | None] = ContextVar("modelreg_log_context", default=None)
 

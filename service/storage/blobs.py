@@ -13,11 +13,9 @@ import contextlib
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from modelreg.access.roles import Caller
-from modelreg.changes import audit
 from modelreg.db.models import DatasetRevision, Run
 from modelreg.db.session import Database
-from modelreg.storage.artifacts import ArtifactStore, StoredBlob
+from modelreg.storage.artifacts import ArtifactStore
 
 
 def lock_artifact(session: Session, sha256: str) -> None:
@@ -53,17 +51,3 @@ def forget_if_unused(db: Database, store: ArtifactStore, sha256: str) -> None:
         if not is_referenced(session, sha256):
             store.delete(sha256)
         session.commit()
-
-
-def record_repair(session: Session, caller: Caller, blob: StoredBlob) -> None:
-    """Audit an upload that put verified bytes back in place of a changed or
-    quarantined copy (``artifact.repair``), in the registration's transaction."""
-    if blob.repaired:
-        audit.record(
-            session,
-            caller,
-            "artifact.repair",
-            f"blobs/{blob.sha256}",
-            before=None,
-            after={"sha256": blob.sha256, "size": blob.size},
-        )

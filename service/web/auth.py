@@ -7,7 +7,7 @@ the lookup pool; on PostgreSQL remembered until any token changes:
 ``modelreg.access.token_cache``); ``MODELREG_ADMIN_TOKEN``, when set, is accepted as an admin
 token without a row (compared by its SHA-256: ``modelreg serve`` keeps no other
 form). Missing, malformed, unknown, expired and revoked tokens
-are 401; a role below the route's (``modelreg.web.roles``) is 403. ``/healthz``
+are 401; a role below the route's (``modelreg.web.route_roles``) is 403. ``/healthz``
 and ``/readyz`` stay open, and so does a CORS preflight from an origin granted
 CORS (``cors_origins``): browsers send those without credentials.
 ``modelreg serve --insecure-no-auth`` (loopback only) makes every caller an
@@ -25,11 +25,11 @@ from flask import Flask, Response, g, request
 from sqlalchemy import bindparam, select
 
 from modelreg.access import tokens
-from modelreg.access.roles import Caller, allows
 from modelreg.db.models import ApiToken, utcnow
 from modelreg.errors import BadRequest, Forbidden, Unauthenticated
+from modelreg.roles import Caller, allows
 from modelreg.web.common import ctx
-from modelreg.web.roles import OPEN_ENDPOINTS, required_role
+from modelreg.web.route_roles import OPEN_ENDPOINTS, required_role
 
 REQUEST_ID_HEADER = "X-Request-ID"
 ADMIN_TOKEN_NAME = "admin-token"

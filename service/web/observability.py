@@ -1,7 +1,7 @@
 """``GET /metrics`` (Prometheus) and the per-request timing and access log.
 
 ``/metrics`` lives outside ``/api/v1``, like the health checks, but is not
-open: it needs a ``reader`` token (``modelreg.web.roles``). :func:`register`
+open: it needs a ``reader`` token (``modelreg.web.route_roles``). :func:`register`
 installs two hooks around every request: the first ``before_request`` notes
 the time, the last ``after_request`` observes the latency histogram under the
 route template and, with ``access_log`` on, writes the request's JSON line

@@ -7,7 +7,7 @@ from it:
 
 - the bearer-token scheme, required globally; ``security: []`` on the open probes;
 - 401 and 503 wherever a token is checked (the lookup reads the database), 403 where the
-  route needs more than ``reader`` (``modelreg.web.roles``), 400 everywhere (control
+  route needs more than ``reader`` (``modelreg.web.route_roles``), 400 everywhere (control
   characters in the URL, a token in the query string, unparsable JSON, a foreign
   ``page_token``), 404 where the path names something, 413 and 415 wherever a body is
   read, 422 wherever a parameter or body is validated;
@@ -35,9 +35,9 @@ from typing import Any
 
 from flask import Flask, Response, current_app
 
-from modelreg.access.roles import ROLES
 from modelreg.names import NAME_PATTERN
-from modelreg.web.roles import OPEN_ENDPOINTS, required_role
+from modelreg.roles import ROLES
+from modelreg.web.route_roles import OPEN_ENDPOINTS, required_role
 
 SECURITY_SCHEME = "bearerAuth"
 ERROR_SCHEMA_REF = "#/components/schemas/ApiError"

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from werkzeug.test import TestResponse
 
 from modelreg.db.models import Base
-from modelreg.web.roles import OPEN_ENDPOINTS
+from modelreg.web.route_roles import OPEN_ENDPOINTS
 from tests.integration.conftest import (
     Api,
     create_model,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from modelreg.access.roles import Caller
 from modelreg.errors import Unavailable
+from modelreg.roles import Caller
 from modelreg.runs import services as runs
 from modelreg.storage.artifacts import IncomingFile, LocalArtifactStore, StoredBlob
 from tests.integration.conftest import Api

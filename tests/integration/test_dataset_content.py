@@ -351,7 +351,7 @@ def test_a_revision_row_that_cannot_be_written_leaves_no_blob(
     def fail(*_args: Any) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(datasets, "_locked_dataset", fail)
+    monkeypatch.setattr(datasets, "locked_dataset", fail)
 
     response = upload(api, wine_csv())
 

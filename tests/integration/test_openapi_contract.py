@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from modelreg.access.roles import ROLES
 from modelreg.app import create_app
 from modelreg.config import load_settings
+from modelreg.roles import ROLES
 from modelreg.web import openapi
-from modelreg.web.roles import OPEN_ENDPOINTS, required_role
+from modelreg.web.route_roles import OPEN_ENDPOINTS, required_role
 from tests.integration.conftest import ADMIN_TOKEN, authorized
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"

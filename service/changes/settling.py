@@ -12,11 +12,11 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from modelreg.access.roles import Caller
-from modelreg.changes import audit, champions
+from modelreg.changes import champions
+from modelreg.changes.unit import Change
 from modelreg.db.models import Champion, RegisteredModel, utcnow
 from modelreg.db.session import Database
-from modelreg.registry.services import lock_model
+from modelreg.roles import Caller
 
 
 def release_expired_holds(db: Database, *, actor: str) -> int:
@@ -34,23 +34,15 @@ def release_expired_holds(db: Database, *, actor: str) -> int:
             model = session.get(RegisteredModel, model_id)
             if model is None:
                 continue
-            lock_model(session, model)
-            outcomes = champions.recompute(
-                session,
-                model,
-                trigger="settle_limit",
-                detail=f"held for more than {limit:g} s",
-                actor=actor,
-                environment_id=environment_id,
-            )
-            if any(o.changed for o in outcomes):
-                audit.record(
-                    session,
-                    Caller(actor, "worker"),
-                    "champion.settle",
-                    f"models/{model.name}",
-                    before=None,
-                    after={"champions": audit.champion_moves(outcomes)},
+            with Change(
+                session, Caller(actor, "worker"), "champion.settle", f"models/{model.name}"
+            ) as change:
+                change.lock(model)
+                change.recompute(
+                    model,
+                    trigger="settle_limit",
+                    detail=f"held for more than {limit:g} s",
+                    environment_id=environment_id,
                 )
-            session.commit()
+                change.record(before=None, after={})
     return len(held)
