@@ -60,17 +60,17 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
-from service import champion_reads
-from service.app import create_app
-from service.config import Settings, load_settings
-from service.dataset_content import load_xy
-from service.db import migrate
-from service.errors import NoEligibleModel, NotFound
-from service.evaluation.answers import decode
-from service.evaluation.child import Spec
-from service.evaluation.confined import confined_for
-from service.evaluation.sandbox import Executor, InProcess, Outcome
-from service.evaluation.worker import Worker, process_sandbox_for
+from modelreg import champion_reads
+from modelreg.app import create_app
+from modelreg.config import Settings, load_settings
+from modelreg.dataset_content import load_xy
+from modelreg.db import migrate
+from modelreg.errors import NoEligibleModel, NotFound
+from modelreg.evaluation.answers import decode
+from modelreg.evaluation.child import Spec
+from modelreg.evaluation.confined import confined_for
+from modelreg.evaluation.sandbox import Executor, InProcess, Outcome
+from modelreg.evaluation.worker import Worker, process_sandbox_for
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
@@ -453,11 +453,11 @@ def percentile(values: list[float], pct: float) -> float:
 
 
 def worker_command() -> list[str]:
-    """``modelreg worker``: the console script beside this interpreter, else ``-m service``."""
+    """``modelreg worker``: the console script beside this interpreter, else ``-m modelreg``."""
     script = Path(sys.executable).with_name("modelreg")
     if script.is_file():
         return [str(script), "worker"]
-    return [sys.executable, "-m", "service", "worker"]
+    return [sys.executable, "-m", "modelreg", "worker"]
 
 
 class WorkerProcess:

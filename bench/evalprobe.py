@@ -35,7 +35,7 @@ def probe_child(conn: Any, spec_fields: dict[str, Any]) -> None:
     import resource
     import time
 
-    from service.evaluation.child import Spec, answer_of
+    from modelreg.evaluation.child import Spec, answer_of
 
     before = set(sys.modules)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -69,9 +69,9 @@ def run(variant: str, jobs: int, specs: list[dict[str, Any]]) -> dict[str, Any]:
     import time
     from pathlib import Path
 
-    from service.evaluation.answers import decode
-    from service.evaluation.child import Spec
-    from service.evaluation.sandbox import Executor, InProcess, Sandbox, _preload
+    from modelreg.evaluation.answers import decode
+    from modelreg.evaluation.child import Spec
+    from modelreg.evaluation.sandbox import Executor, InProcess, Sandbox, _preload
 
     executor: Executor
     if variant == "inprocess":

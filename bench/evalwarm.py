@@ -22,8 +22,8 @@ from pathlib import Path
 import joblib
 from sklearn.ensemble import RandomForestClassifier
 
-from service.dataset_content import load_xy
-from service.evaluation.host import predict
+from modelreg.dataset_content import load_xy
+from modelreg.evaluation.host import predict
 
 
 def _warm() -> None:

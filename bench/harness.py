@@ -170,9 +170,9 @@ READER_SECRET = "mr_bench-reader-secret-not-for-production"
 
 
 def add_reader_token(url: str) -> None:
-    from service import tokens
-    from service.db.models import ApiToken
-    from service.db.session import Database
+    from modelreg import tokens
+    from modelreg.db.models import ApiToken
+    from modelreg.db.session import Database
 
     db = Database(url)
     try:
@@ -205,7 +205,7 @@ def server_env(url: str, data_dir: Path) -> dict[str, str]:
 
 def champion_server(runs: int, url: str, data_dir: Path, workers: int, threads: int) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "service.cli", "serve", "--host", HOST, "--port", str(port)]
+    argv = [sys.executable, "-m", "modelreg.cli", "serve", "--host", HOST, "--port", str(port)]
     argv += ["--workers", str(workers), "--threads", str(threads)]
     return Server(
         "champion", runs, port, CHAMPION_PATH, argv, server_env(url, data_dir),

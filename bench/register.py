@@ -73,7 +73,7 @@ def measure(
 ) -> dict[str, list[float]]:
     data = work / f"service-{size}"
     data.mkdir()
-    from service.db import migrate
+    from modelreg.db import migrate
 
     url = dbs.new(f"svc{size}")
     (work / f"runs-svc{size}").mkdir(exist_ok=True)  # where a SQLite file goes

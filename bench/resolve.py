@@ -34,8 +34,8 @@ from typing import Any
 import gunicorn
 import sqlalchemy
 
-from service.config import load_settings
-from service.db import migrate
+from modelreg.config import load_settings
+from modelreg.db import migrate
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))

@@ -23,7 +23,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from service.client.transport import MultipartStream  # noqa: E402
+from modelreg.client.transport import MultipartStream  # noqa: E402
 
 HOST = "127.0.0.1"
 ADMIN_TOKEN = "bench-admin-token-not-for-production"
@@ -60,7 +60,7 @@ class ModelregServer:
             MODELREG_ADMIN_TOKEN=ADMIN_TOKEN,
         )
         self.argv = [
-            sys.executable, "-m", "service.cli", "serve", "--host", HOST,
+            sys.executable, "-m", "modelreg.cli", "serve", "--host", HOST,
             "--port", str(self.port), "--workers", str(workers), "--threads", str(threads),
             "--no-evaluation-worker",
         ]  # fmt: skip

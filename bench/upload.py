@@ -40,8 +40,8 @@ from serving import (
     status_kib,
 )
 
-from service.client import Registry
-from service.client.transport import sha256_of
+from modelreg.client import Registry
+from modelreg.client.transport import sha256_of
 
 MEMORY_TARGET_MIB = 64
 THROUGHPUT_TARGET = 0.5

@@ -2,8 +2,8 @@
 
 This package does no I/O. It imports only the standard library and ``packaging``:
 no Flask, no SQLAlchemy, no clock, no files, nothing from ``service``. The service
-layer loads data, calls :func:`policies.selection.select`, and stores the
-:class:`policies.selection.Decision` it returns; ``explain`` and ``plan`` call the
+layer loads data, calls :func:`modelreg.policies.selection.select`, and stores the
+:class:`modelreg.policies.selection.Decision` it returns; ``explain`` and ``plan`` call the
 very same function, so what is served, what is explained and what a dry run
 predicts can never disagree. A test imports this package in a fresh interpreter
 and checks ``sys.modules`` to keep it that way.
@@ -11,8 +11,8 @@ and checks ``sys.modules`` to keep it that way.
 
 from __future__ import annotations
 
-from policies.policy import STAGES, Direction, Policy, PolicyError, default_direction
-from policies.selection import (
+from modelreg.policies.policy import STAGES, Direction, Policy, PolicyError, default_direction
+from modelreg.policies.selection import (
     Assessment,
     Candidate,
     Decision,
@@ -21,7 +21,7 @@ from policies.selection import (
     admits,
     select,
 )
-from policies.versions import (
+from modelreg.policies.versions import (
     InvalidVersionError,
     canonical_version,
     is_prerelease,

@@ -14,8 +14,8 @@ from typing import Literal
 
 from packaging.specifiers import SpecifierSet
 
-from policies.stages import STAGES
-from policies.versions import InvalidVersionError, parse_specifier
+from modelreg.policies.stages import STAGES
+from modelreg.policies.versions import InvalidVersionError, parse_specifier
 
 Direction = Literal["max", "min"]
 
@@ -88,15 +88,15 @@ class Policy:
     ...            dataset="wine-holdout@1")
     >>> p.direction, p.min_improvement, p.allow_prereleases
     ('max', 0.0, False)
-    >>> Policy(versions="<=1.0", stages=("Production",), metric="latency",
-    ...        dataset="d@1")
-    Traceback (most recent call last):
-    ...
-    policies.policy.PolicyError: direction: no default for metric 'latency'; give "max" or "min"
+    >>> try:
+    ...     Policy(versions="<=1.0", stages=("Production",), metric="latency", dataset="d@1")
+    ... except PolicyError as e:
+    ...     print(e)
+    direction: no default for metric 'latency'; give "max" or "min"
     >>> Policy(versions="<=x", stages=("Production",), metric="f1", dataset="d@1")
     Traceback (most recent call last):
     ...
-    policies.policy.PolicyError: versions: invalid version specifier: '<=x'
+    modelreg.policies.policy.PolicyError: versions: invalid version specifier: '<=x'
 
     ``formats`` lists the artifact formats a run may have; empty: any format. Names
     are compared case-insensitively and kept lower case, sorted, without duplicates.

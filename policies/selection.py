@@ -16,8 +16,8 @@ from enum import StrEnum
 
 from packaging.version import Version
 
-from policies.policy import Policy
-from policies.versions import in_tolerance, parse_version
+from modelreg.policies.policy import Policy
+from modelreg.policies.versions import in_tolerance, parse_version
 
 # A subtraction of two floats is off by a few units in the last place of the
 # larger operand (0.9 - 0.8 == 0.09999999999999998). An improvement short of

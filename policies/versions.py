@@ -31,7 +31,7 @@ def parse_version(text: str) -> Version:
     >>> parse_version("latest")
     Traceback (most recent call last):
     ...
-    policies.versions.InvalidVersionError: invalid PEP 440 version: 'latest'
+    modelreg.policies.versions.InvalidVersionError: invalid PEP 440 version: 'latest'
     """
     try:
         return Version(text.strip())
@@ -95,11 +95,11 @@ def parse_specifier(text: str) -> SpecifierSet:
     >>> parse_specifier("<=one")
     Traceback (most recent call last):
     ...
-    policies.versions.InvalidVersionError: invalid version specifier: '<=one'
+    modelreg.policies.versions.InvalidVersionError: invalid version specifier: '<=one'
     >>> parse_specifier("<=1." + "9" * 5000)
     Traceback (most recent call last):
     ...
-    policies.versions.InvalidVersionError: invalid version specifier: '<=1.99999...'
+    modelreg.policies.versions.InvalidVersionError: invalid version specifier: '<=1.99999...'
     """
     try:
         spec = SpecifierSet(text.strip())

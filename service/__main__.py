@@ -1,4 +1,4 @@
-"""``python -m service …``: the ``modelreg`` command without its console script.
+"""``python -m modelreg …``: the ``modelreg`` command without its console script.
 
 ``modelreg serve`` starts its evaluation worker this way: multiprocessing does not
 re-import a ``__main__`` module in the sandbox's children, so a job costs no
@@ -7,6 +7,6 @@ re-execution of the command line module.
 
 from __future__ import annotations
 
-from service.cli import main
+from modelreg.cli import main
 
 main()

@@ -9,7 +9,7 @@ from flask import Flask, Request, request
 from flask_cors import CORS
 from flask_smorest import Api
 
-from service.api import (
+from modelreg.api import (
     audit,
     auth,
     champions,
@@ -23,12 +23,12 @@ from service.api import (
     runs,
     tokens,
 )
-from service.api.common import Context, close_sessions, ctx
-from service.api.multipart import FastFormDataParser
-from service.artifacts import IncomingFile, LocalArtifactStore
-from service.config import Settings, load_settings
-from service.db.session import Database
-from service.token_cache import TokenCache
+from modelreg.api.common import Context, close_sessions, ctx
+from modelreg.api.multipart import FastFormDataParser
+from modelreg.artifacts import IncomingFile, LocalArtifactStore
+from modelreg.config import Settings, load_settings
+from modelreg.db.session import Database
+from modelreg.token_cache import TokenCache
 
 MULTIPART_OVERHEAD = 1024 * 1024
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -137,7 +137,7 @@ def _cors(app: Flask, origins: list[str]) -> None:
     Each origin matches exactly (case-insensitively), never as a pattern or prefix.
     Browsers send tokens only when the page's script adds them: no cookies, so no
     credentials mode. A preflight from a configured origin needs no token
-    (``service.api.auth``); the request that follows does.
+    (``modelreg.api.auth``); the request that follows does.
     """
     if not origins:
         return
@@ -161,7 +161,7 @@ def _cors(app: Flask, origins: list[str]) -> None:
 class _Api(Api):  # type: ignore[misc]
     # Read while Api() initializes: the documented error responses must show our shape.
     ERROR_SCHEMA = errors.ApiErrorSchema
-    # Each operation lists its error statuses (service.api.openapi): no catch-all.
+    # Each operation lists its error statuses (modelreg.api.openapi): no catch-all.
     DEFAULT_ERROR_RESPONSE_NAME = None
 
     def _openapi_json(self) -> Any:
@@ -170,7 +170,7 @@ class _Api(Api):  # type: ignore[misc]
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
-    # No static route: every route must be declared in service.api.roles.
+    # No static route: every route must be declared in modelreg.api.roles.
     app = Flask("modelreg", static_folder=None)
     # "/api/v1//models" is not "/api/v1/models": a 404, not a redirect (an HTML page).
     app.url_map.merge_slashes = False

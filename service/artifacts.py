@@ -14,7 +14,7 @@ Served bytes are verified bytes. A process remembers which files it has seen
 hash to their name (:class:`VerifiedFiles`, keyed by device, inode, size, mtime
 and ctime: any write, truncation or replacement of the file changes one of them,
 and ctime cannot be set back by hand); a file it has not is hashed as it is served
-(``service.api.downloads``). A file that does not hash to its name is moved to
+(``modelreg.api.downloads``). A file that does not hash to its name is moved to
 ``quarantine/`` and is no longer served; uploading the same content again puts
 verified bytes back in its place (:meth:`LocalArtifactStore.commit`).
 """
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from service.errors import PayloadTooLarge, ValidationFailed
-from service.hashing import StreamingSha256
+from modelreg.errors import PayloadTooLarge, ValidationFailed
+from modelreg.hashing import StreamingSha256
 
 CHUNK = 1024 * 1024
 WRITEBACK_EVERY = 32 * 1024 * 1024
@@ -178,7 +178,7 @@ class IncomingFile:
 
     The multipart parser writes the uploaded part straight into it, so the upload
     is hashed in the same pass that puts it on disk (a large one on a thread of its
-    own: :mod:`service.hashing`).
+    own: :mod:`modelreg.hashing`).
     """
 
     def __init__(self, directory: Path, max_bytes: int) -> None:

@@ -1,7 +1,7 @@
 """The audit trail: one row per state-changing request, in the change's own transaction.
 
 Service functions call :func:`record` just before they commit, with the
-:class:`~service.access.Caller` the view passed them: the row commits with the
+:class:`~modelreg.access.Caller` the view passed them: the row commits with the
 change or rolls back with it, so the log never shows a change that did not
 happen, nor misses one that did. ``before`` and ``after`` are small JSON
 documents of the changed object (never a secret). A request that changes
@@ -18,11 +18,11 @@ from typing import Any
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from service.access import Caller
-from service.champions import Outcome
-from service.db.models import NAME_LEN, AuditEntry
-from service.errors import ValidationFailed
-from service.pagination import Page, decode_token, encode_token
+from modelreg.access import Caller
+from modelreg.champions import Outcome
+from modelreg.db.models import NAME_LEN, AuditEntry
+from modelreg.errors import ValidationFailed
+from modelreg.pagination import Page, decode_token, encode_token
 
 _LIKE_ESCAPE = "\\"
 

@@ -13,11 +13,11 @@ import contextlib
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from service import audit
-from service.access import Caller
-from service.artifacts import ArtifactStore, StoredBlob
-from service.db.models import DatasetRevision, Run
-from service.db.session import Database
+from modelreg import audit
+from modelreg.access import Caller
+from modelreg.artifacts import ArtifactStore, StoredBlob
+from modelreg.db.models import DatasetRevision, Run
+from modelreg.db.session import Database
 
 
 def lock_artifact(session: Session, sha256: str) -> None:

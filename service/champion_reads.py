@@ -1,6 +1,6 @@
 """Reading champions: the serving layers' lookup, explanations and history.
 
-Writes live in ``service.champions`` (the upkeep); this module only reads what it
+Writes live in ``modelreg.champions`` (the upkeep); this module only reads what it
 stored, except ``explain``, which recomputes the decision to show every candidate.
 """
 
@@ -11,14 +11,14 @@ from typing import Any, NoReturn
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from policies import EvaluationJob
-from service.champions import champion_row, decide, domain_policy, pending_evaluations, pin_of
-from service.clock import iso
-from service.db.models import Champion, ChampionChange, Environment, PolicyRow, RegisteredModel
-from service.db.session import Database
-from service.errors import NoEligibleModel, NotFound
-from service.names import name_key
-from service.pagination import Page, decode_token, encode_token
+from modelreg.champions import champion_row, decide, domain_policy, pending_evaluations, pin_of
+from modelreg.clock import iso
+from modelreg.db.models import Champion, ChampionChange, Environment, PolicyRow, RegisteredModel
+from modelreg.db.session import Database
+from modelreg.errors import NoEligibleModel, NotFound
+from modelreg.names import name_key
+from modelreg.pagination import Page, decode_token, encode_token
+from modelreg.policies import EvaluationJob
 
 _CHAMPION_COLUMNS = [
     Champion.environment,

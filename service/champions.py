@@ -28,9 +28,7 @@ from typing import Any
 from sqlalchemy import and_, distinct, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
-from policies import Candidate, Decision, EvaluationJob, Policy, PolicyError, Reason, admits
-from policies import select as select_champion
-from service.db.models import (
+from modelreg.db.models import (
     JOB_ACTIVE_STATES,
     Champion,
     ChampionChange,
@@ -43,8 +41,18 @@ from service.db.models import (
     Run,
     utcnow,
 )
-from service.errors import ValidationFailed, WouldLeaveNoModel
-from service.metrics import note_champion_change
+from modelreg.errors import ValidationFailed, WouldLeaveNoModel
+from modelreg.metrics import note_champion_change
+from modelreg.policies import (
+    Candidate,
+    Decision,
+    EvaluationJob,
+    Policy,
+    PolicyError,
+    Reason,
+    admits,
+)
+from modelreg.policies import select as select_champion
 
 
 @dataclass(frozen=True)

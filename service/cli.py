@@ -18,10 +18,10 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import commands, logs, secrets, serving, serving_state
-from service.config import Settings, load_settings
-from service.db import migrate
-from service.errors import ConfigError
+from modelreg import commands, logs, secrets, serving, serving_state
+from modelreg.config import Settings, load_settings
+from modelreg.db import migrate
+from modelreg.errors import ConfigError
 
 
 def _is_loopback(host: str) -> bool:
@@ -53,7 +53,7 @@ def _prepare_database(settings: Settings) -> None:
 
 def _clean_artifact_tmp(settings: Settings) -> None:
     """Remove the temporary files of uploads cut short by a crash (before workers fork)."""
-    from service.artifacts import LocalArtifactStore
+    from modelreg.artifacts import LocalArtifactStore
 
     removed = LocalArtifactStore(settings.resolved_artifact_root).clean_tmp()
     if removed:
@@ -89,7 +89,7 @@ def main() -> None:
 
 def _refuse_without_isolation(settings: Settings) -> None:
     """serve with an embedded worker: fail at once, not in a restart loop, without strict."""
-    from service.evaluation.confined import level_that_runs, probe
+    from modelreg.evaluation.confined import level_that_runs, probe
 
     if settings.evaluation_isolation == "process":
         return
@@ -105,7 +105,7 @@ def doctor() -> None:
     Prints each check and the isolation level a worker would run at here; exits 1
     when a worker would refuse to start (strict configured but not available).
     """
-    from service.evaluation.confined import level_that_runs, probe
+    from modelreg.evaluation.confined import level_that_runs, probe
 
     settings = _settings()
     checks = probe(settings)
@@ -131,9 +131,9 @@ def worker(
     Start any number, on any machines that share the database and artifact store.
     SIGTERM or SIGINT stops it after the job in hand.
     """
-    from service.artifacts import LocalArtifactStore
-    from service.db.session import Database
-    from service.evaluation.worker import Worker, sandbox_for
+    from modelreg.artifacts import LocalArtifactStore
+    from modelreg.db.session import Database
+    from modelreg.evaluation.worker import Worker, sandbox_for
 
     settings = _settings()
     url = settings.resolved_database_url
@@ -142,7 +142,7 @@ def worker(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    from service.evaluation.cgroups import StrictUnavailable
+    from modelreg.evaluation.cgroups import StrictUnavailable
 
     try:
         executor = sandbox_for(settings)
@@ -193,7 +193,7 @@ def serve(
 
     MODELREG_ADMIN_TOKEN (or a file named by MODELREG_ADMIN_TOKEN_FILE) is read at
     start and kept only as its SHA-256: no process of the server has it in its
-    environment (``service.secrets``).
+    environment (``modelreg.secrets``).
     """
     if sys.argv[1:2] == ["serve"]:  # the command line itself, not an in-process call
         secrets.reexec_without_token_in_environment(sys.argv[1:])
@@ -244,10 +244,10 @@ def token_create(name: str, role: str, expires_at: Any) -> None:
     """Create a token and print its secret (shown this once)."""
     from datetime import UTC
 
-    from service import tokens
-    from service.access import Caller
-    from service.db.session import Database
-    from service.errors import ServiceError
+    from modelreg import tokens
+    from modelreg.access import Caller
+    from modelreg.db.session import Database
+    from modelreg.errors import ServiceError
 
     settings = _settings()
     _prepare_database(settings)
@@ -278,9 +278,9 @@ def token_list() -> None:
     """List tokens (never their secrets)."""
     from sqlalchemy import select
 
-    from service import tokens
-    from service.db.models import ApiToken
-    from service.db.session import Database
+    from modelreg import tokens
+    from modelreg.db.models import ApiToken
+    from modelreg.db.session import Database
 
     url = _settings().resolved_database_url
     db = Database(url)
@@ -296,10 +296,10 @@ def token_list() -> None:
 @click.argument("token_id", type=int)
 def token_revoke(token_id: int) -> None:
     """Revoke a token by id: refused from this moment on."""
-    from service import tokens
-    from service.access import Caller
-    from service.db.session import Database
-    from service.errors import ServiceError
+    from modelreg import tokens
+    from modelreg.access import Caller
+    from modelreg.db.session import Database
+    from modelreg.errors import ServiceError
 
     url = _settings().resolved_database_url
     db = Database(url)

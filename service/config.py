@@ -1,4 +1,4 @@
-"""Settings: defaults from ``config/defaults.toml``, overridden by ``MODELREG_*``.
+"""Settings: ``config/defaults.toml`` (``modelreg.defaults``), overridden by ``MODELREG_*``.
 
 Order of precedence, lowest first: the packaged defaults, a TOML file named by
 ``MODELREG_CONFIG``, ``MODELREG_<KEY>`` environment variables, then keyword
@@ -13,22 +13,21 @@ import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
-from service.errors import ConfigError
-from service.names import NAME_LEN
+from modelreg.errors import ConfigError
+from modelreg.names import NAME_LEN
 
 ENV_PREFIX = "MODELREG_"
 
 
-def _defaults_file() -> Path:
-    # Installed wheels carry the file inside the package; a source checkout reads
-    # config/ directly, so there is one copy of the defaults either way.
-    packaged = Path(__file__).with_name("defaults.toml")
-    if packaged.is_file():
-        return packaged
-    return Path(__file__).resolve().parent.parent / "config" / "defaults.toml"
+def _defaults_file() -> Traversable:
+    # config/ installs as the data package modelreg.defaults (pyproject.toml): one
+    # copy of the defaults, in a wheel and in an editable install alike.
+    return resources.files("modelreg.defaults").joinpath("defaults.toml")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.errors import PayloadTooLarge, ValidationFailed
+from modelreg.errors import PayloadTooLarge, ValidationFailed
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas

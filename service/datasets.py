@@ -2,7 +2,7 @@
 
 A revision is registered by the digest of its content alone (it then serves
 reported metrics), or with the content itself: a CSV file validated by
-``service.dataset_content`` and kept in the artifact store under its sha256, so
+``modelreg.dataset_content`` and kept in the artifact store under its sha256, so
 that the service can evaluate runs on it.
 """
 
@@ -16,14 +16,14 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from service import audit, blobs, dataset_content
-from service.access import Caller
-from service.artifacts import SHA256_RE, ArtifactStore, IncomingFile
-from service.db.models import Dataset, DatasetRevision, PolicyRow, RegisteredModel
-from service.db.session import Database
-from service.errors import AlreadyExists, NotFound, Unavailable, ValidationFailed
-from service.names import check_name, name_key
-from service.pagination import Page, offset_page
+from modelreg import audit, blobs, dataset_content
+from modelreg.access import Caller
+from modelreg.artifacts import SHA256_RE, ArtifactStore, IncomingFile
+from modelreg.db.models import Dataset, DatasetRevision, PolicyRow, RegisteredModel
+from modelreg.db.session import Database
+from modelreg.errors import AlreadyExists, NotFound, Unavailable, ValidationFailed
+from modelreg.names import check_name, name_key
+from modelreg.pagination import Page, offset_page
 
 # At most 18 digits: every such revision fits a 64-bit column (SQLite cannot bind more).
 _LABEL_RE = re.compile(r"^(?P<name>[^@]+?)(?:@(?P<rev>[0-9]{1,18}))?$")
@@ -373,8 +373,8 @@ def _schedule_named(
     Each model's lock keeps a run registered meanwhile from slipping between its own
     trigger (which saw no content yet) and this one.
     """
-    from service import jobs  # jobs resolves dataset labels through this module
-    from service.registry import lock_model
+    from modelreg import jobs  # jobs resolves dataset labels through this module
+    from modelreg.registry import lock_model
 
     naming = select(PolicyRow.model_id).where(PolicyRow.dataset_revision_id == revision.id)
     models = session.scalars(

@@ -12,15 +12,15 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from policies import Policy, PolicyError
-from service import audit, champion_reads, champions, datasets, jobs
-from service.access import Caller
-from service.clock import iso
-from service.db.models import Champion, DatasetRevision, Environment, PolicyRow, utcnow
-from service.errors import NotFound, PreconditionFailed, PreconditionRequired, ValidationFailed
-from service.names import SPECIFIER_LEN, check_name, name_key
-from service.pagination import Page, offset_page
-from service.registry import get_model
+from modelreg import audit, champion_reads, champions, datasets, jobs
+from modelreg.access import Caller
+from modelreg.clock import iso
+from modelreg.db.models import Champion, DatasetRevision, Environment, PolicyRow, utcnow
+from modelreg.errors import NotFound, PreconditionFailed, PreconditionRequired, ValidationFailed
+from modelreg.names import SPECIFIER_LEN, check_name, name_key
+from modelreg.pagination import Page, offset_page
+from modelreg.policies import Policy, PolicyError
+from modelreg.registry import get_model
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import audit, champions, datasets
-from service.access import Caller
-from service.db.models import Evaluation, Run
-from service.errors import AlreadyExists, NotFound, ValidationFailed
-from service.names import NAME_RE
-from service.registry import lock_model
+from modelreg import audit, champions, datasets
+from modelreg.access import Caller
+from modelreg.db.models import Evaluation, Run
+from modelreg.errors import AlreadyExists, NotFound, ValidationFailed
+from modelreg.names import NAME_RE
+from modelreg.registry import lock_model
 
 
 def get_run(session: Session, run_id: int) -> Run:

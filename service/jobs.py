@@ -32,9 +32,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, selectinload
 
-from service import audit, champions, datasets
-from service.access import Caller
-from service.db.models import (
+from modelreg import audit, champions, datasets
+from modelreg.access import Caller
+from modelreg.db.models import (
     JOB_ACTIVE_STATES,
     DatasetRevision,
     Evaluation,
@@ -44,9 +44,9 @@ from service.db.models import (
     Run,
     utcnow,
 )
-from service.db.session import Database
-from service.errors import NotFound, ValidationFailed
-from service.pagination import Page, decode_token, encode_token
+from modelreg.db.session import Database
+from modelreg.errors import NotFound, ValidationFailed
+from modelreg.pagination import Page, decode_token, encode_token
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "pending",
@@ -226,8 +226,8 @@ def evaluate_on_request(
 
     Audited also when it returns an existing job (``created: false``).
     """
-    from service.evaluations import get_run, target
-    from service.registry import lock_model
+    from modelreg.evaluations import get_run, target
+    from modelreg.registry import lock_model
 
     lock_model(session, get_run(session, run_id).model_version.model)
     run = get_run(session, run_id)  # removed while we waited: 404
@@ -297,8 +297,8 @@ def evaluate_model(
     job; a run whose job failed gets a new one, as on request for one run. Serialized
     per model, so two requests never queue the same pair twice. Audited.
     """
-    from policies.versions import InvalidVersionError, in_tolerance, parse_specifier
-    from service.registry import get_model
+    from modelreg.policies.versions import InvalidVersionError, in_tolerance, parse_specifier
+    from modelreg.registry import get_model
 
     mdl = get_model(session, model, lock=True)
     revision = datasets.resolve(session, dataset, missing_is_404=True)
@@ -419,7 +419,7 @@ def _abandon(db: Database, job_id: int, run_id: int, now: Any) -> None:
 
     The model is locked before the job, in the order every other writer takes them.
     """
-    from service.registry import lock_model
+    from modelreg.registry import lock_model
 
     with db.unit_of_work() as session:
         run = session.get(Run, run_id)

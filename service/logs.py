@@ -24,7 +24,7 @@ from typing import IO, Any
 
 from flask import g, has_request_context
 
-LOGGERS = ("modelreg", "service")
+LOGGERS = ("modelreg",)
 ACCESS_LOGGER = "modelreg.access"
 
 _context: ContextVar[dict[str, Any] | None] = ContextVar("modelreg_log_context", default=None)

@@ -5,7 +5,7 @@ only one of them. It therefore runs prometheus-client's multiprocess mode: it
 points ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before any worker (or
 its evaluation worker) starts, every process writes its values to files there,
 and a scrape merges them all (:func:`exposition`). prometheus-client picks its
-mode when it is first imported, so ``service.cli`` imports this module only
+mode when it is first imported, so ``modelreg.cli`` imports this module only
 after setting the variable. Without it (tests, another WSGI server with one
 process) the values live in this process's default registry.
 
@@ -47,8 +47,8 @@ from sqlalchemy import event, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from service.db.models import Job
-from service.db.session import Database
+from modelreg.db.models import Job
+from modelreg.db.session import Database
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "unmatched"

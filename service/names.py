@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-from policies.versions import InvalidVersionError, canonical_version, normalize_version
-from service.errors import ValidationFailed
+from modelreg.errors import ValidationFailed
+from modelreg.policies.versions import InvalidVersionError, canonical_version, normalize_version
 
 VERSION_LEN = 128  # the column's width
 SPECIFIER_LEN = 512

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from service.db.models import MAX_ID
-from service.errors import BadRequest
+from modelreg.db.models import MAX_ID
+from modelreg.errors import BadRequest
 
 T = TypeVar("T")
 

@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from service import audit, champions
-from service.access import Caller
-from service.db.models import Pin, PolicyRow, Run
-from service.environments import get_policy
-from service.errors import NotFound, ValidationFailed
-from service.registry import lock_model
+from modelreg import audit, champions
+from modelreg.access import Caller
+from modelreg.db.models import Pin, PolicyRow, Run
+from modelreg.environments import get_policy
+from modelreg.errors import NotFound, ValidationFailed
+from modelreg.registry import lock_model
 
 
 def pin_target(row: PolicyRow) -> str:

@@ -18,9 +18,9 @@ from __future__ import annotations
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
-from service.db.models import Job, Run
-from service.errors import TooManyRequests
-from service.jobs import ACTIVE
+from modelreg.db.models import Job, Run
+from modelreg.errors import TooManyRequests
+from modelreg.jobs import ACTIVE
 
 
 def lock_token(session: Session, actor: str) -> None:

@@ -9,20 +9,20 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from policies.stages import STAGES, allowed_targets, can_transition
-from policies.versions import InvalidVersionError, in_tolerance, parse_specifier
-from service import audit, champions
-from service.access import Caller, allows, transition_role
-from service.db.models import ModelVersion, RegisteredModel, utcnow
-from service.errors import (
+from modelreg import audit, champions
+from modelreg.access import Caller, allows, transition_role
+from modelreg.db.models import ModelVersion, RegisteredModel, utcnow
+from modelreg.errors import (
     AlreadyExists,
     Forbidden,
     InvalidTransition,
     NotFound,
     ValidationFailed,
 )
-from service.names import check_name, name_key, parse_version_field
-from service.pagination import Page, offset_page
+from modelreg.names import check_name, name_key, parse_version_field
+from modelreg.pagination import Page, offset_page
+from modelreg.policies.stages import STAGES, allowed_targets, can_transition
+from modelreg.policies.versions import InvalidVersionError, in_tolerance, parse_specifier
 
 
 def lock_model(session: Session, model: RegisteredModel) -> None:

@@ -16,14 +16,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from service import audit, blobs, champions, datasets, evaluations, jobs, quotas
-from service.access import Caller
-from service.artifacts import ArtifactStore, IncomingFile
-from service.db.models import ModelVersion, Run
-from service.db.session import Database
-from service.errors import Unavailable
-from service.pagination import Page, decode_token, encode_token
-from service.registry import get_version, lock_model
+from modelreg import audit, blobs, champions, datasets, evaluations, jobs, quotas
+from modelreg.access import Caller
+from modelreg.artifacts import ArtifactStore, IncomingFile
+from modelreg.db.models import ModelVersion, Run
+from modelreg.db.session import Database
+from modelreg.errors import Unavailable
+from modelreg.pagination import Page, decode_token, encode_token
+from modelreg.registry import get_version, lock_model
 
 _FORMATS = {
     ".joblib": "joblib",

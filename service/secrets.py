@@ -19,7 +19,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from service.config import ENV_PREFIX
+from modelreg.config import ENV_PREFIX
 
 TOKEN_ENV = f"{ENV_PREFIX}ADMIN_TOKEN"
 TOKEN_FILE_ENV = f"{ENV_PREFIX}ADMIN_TOKEN_FILE"
@@ -28,7 +28,7 @@ _MAX_TOKEN_BYTES = 4096  # far below a pipe's buffer: the write never blocks
 
 
 def reexec_without_token_in_environment(argv: Sequence[str]) -> None:
-    """If ``MODELREG_ADMIN_TOKEN`` is set, replace this process by ``python -m service
+    """If ``MODELREG_ADMIN_TOKEN`` is set, replace this process by ``python -m modelreg
     <argv>`` with the token in an inherited pipe instead; otherwise return."""
     token = os.environ.get(TOKEN_ENV)
     if token is None:
@@ -44,7 +44,7 @@ def reexec_without_token_in_environment(argv: Sequence[str]) -> None:
     env[TOKEN_FD_ENV] = str(read_end)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, "-m", "service", *argv], env)
+    os.execve(sys.executable, [sys.executable, "-m", "modelreg", *argv], env)
 
 
 def take_inherited_token() -> str | None:

@@ -17,9 +17,9 @@ from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
-from service import logs, serving_state
-from service.config import ENV_PREFIX, Settings
-from service.malloc import tune_for_streaming
+from modelreg import logs, serving_state
+from modelreg.config import ENV_PREFIX, Settings
+from modelreg.malloc import tune_for_streaming
 
 
 class GunicornApp(BaseApplication):  # type: ignore[misc]
@@ -35,7 +35,7 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
-        from service.app import create_app
+        from modelreg.app import create_app
 
         return create_app(self.settings)
 
@@ -47,7 +47,7 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         "threads": settings.threads,
         "worker_class": "gthread",
         "keepalive": 5,
-        # access_log: the app writes one JSON line per request (service.logs), not gunicorn.
+        # access_log: the app writes one JSON line per request (modelreg.logs), not gunicorn.
         "accesslog": None,
         "child_exit": child_exit,
         "timeout": 120,
@@ -76,7 +76,7 @@ def start_worker(settings: Settings, state_file: str | None = None) -> subproces
     env = dict(os.environ)
     env[f"{ENV_PREFIX}DATABASE_URL"] = settings.resolved_database_url
     env[f"{ENV_PREFIX}ARTIFACT_ROOT"] = str(settings.resolved_artifact_root)
-    command = [sys.executable, "-m", "service", "worker", "--parent-pid", str(os.getpid())]
+    command = [sys.executable, "-m", "modelreg", "worker", "--parent-pid", str(os.getpid())]
     if state_file is not None:
         command += ["--state-file", state_file]
     return subprocess.Popen(command, env=env)
@@ -87,7 +87,7 @@ class Supervisor:
 
     The delay doubles from 1 s up to 30 s while the worker keeps dying young, and
     starts again at 1 s once it has run for a minute. ``/readyz`` answers 503 while
-    it is not running (:mod:`service.serving_state`).
+    it is not running (:mod:`modelreg.serving_state`).
     """
 
     FIRST_DELAY = 1.0
@@ -152,7 +152,7 @@ class Supervisor:
             stop_worker(self.process)
 
 
-# prometheus-client's multiprocess mode (service.metrics): read when it is first imported,
+# prometheus-client's multiprocess mode (modelreg.metrics): read when it is first imported,
 # so serve sets it before anything imports it and before any worker starts.
 METRICS_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _METRICS_DIR_PREFIX = "modelreg-metrics-"  # then the serve process's pid
@@ -191,7 +191,7 @@ def observability() -> None:
 
 def child_exit(_server: Any, worker: Any) -> None:
     """gunicorn's ``child_exit`` hook: a dead worker's live metrics go with it."""
-    from service.metrics import mark_process_dead
+    from modelreg.metrics import mark_process_dead
 
     mark_process_dead(worker.pid)
 

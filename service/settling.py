@@ -1,7 +1,7 @@
 """The settle limit: champions whose change waited too long are decided over what is scored.
 
 A change of champion waits while runs that the policy admits are still being
-scored (``service.champions.Settling``). When the wait passes ``settle_seconds``
+scored (``modelreg.champions.Settling``). When the wait passes ``settle_seconds``
 and no result arrived to end it, nothing else would recompute the champion:
 workers call :func:`release_expired_holds` between jobs to do it.
 """
@@ -12,11 +12,11 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from service import audit, champions
-from service.access import Caller
-from service.db.models import Champion, RegisteredModel, utcnow
-from service.db.session import Database
-from service.registry import lock_model
+from modelreg import audit, champions
+from modelreg.access import Caller
+from modelreg.db.models import Champion, RegisteredModel, utcnow
+from modelreg.db.session import Database
+from modelreg.registry import lock_model
 
 
 def release_expired_holds(db: Database, *, actor: str) -> int:

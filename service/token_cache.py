@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy import Executable, Row
 
-from service.db.session import Database
+from modelreg.db.session import Database
 
 CHANNEL = "modelreg_tokens"
 # A silent listener connection is checked this often; libpq's keepalives (session.py)

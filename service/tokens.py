@@ -12,13 +12,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from service import audit
-from service.access import ROLES, Caller
-from service.clock import iso
-from service.db.models import ApiToken, utcnow
-from service.errors import AlreadyExists, NotFound, ValidationFailed
-from service.names import check_name, name_key
-from service.pagination import Page, offset_page
+from modelreg import audit
+from modelreg.access import ROLES, Caller
+from modelreg.clock import iso
+from modelreg.db.models import ApiToken, utcnow
+from modelreg.errors import AlreadyExists, NotFound, ValidationFailed
+from modelreg.names import check_name, name_key
+from modelreg.pagination import Page, offset_page
 
 SECRET_PREFIX = "mr_"
 

@@ -23,8 +23,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import NullPool
 
-from service.db import migrate
-from service.db.models import Base
+from modelreg.db import migrate
+from modelreg.db.models import Base
 
 PG_ADMIN_URL = os.environ.get(
     "MODELREG_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

@@ -9,8 +9,8 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from service import audit
-from service.api.common import PageArgs, UtcDateTime, list_schema, page_size, uow
+from modelreg import audit
+from modelreg.api.common import PageArgs, UtcDateTime, list_schema, page_size, uow
 
 blp = Blueprint("audit", __name__, url_prefix="/api/v1", description="Audit trail")
 

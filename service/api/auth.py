@@ -4,10 +4,10 @@ A request carries its token only in ``Authorization: Bearer <secret>``: a token 
 the query string is refused (URLs end up in logs, histories and referrers).
 The secret is looked up by its SHA-256 on a unique index (one indexed read on
 the lookup pool; on PostgreSQL remembered until any token changes:
-``service.token_cache``); ``MODELREG_ADMIN_TOKEN``, when set, is accepted as an admin
+``modelreg.token_cache``); ``MODELREG_ADMIN_TOKEN``, when set, is accepted as an admin
 token without a row (compared by its SHA-256: ``modelreg serve`` keeps no other
 form). Missing, malformed, unknown, expired and revoked tokens
-are 401; a role below the route's (``service.api.roles``) is 403. ``/healthz``
+are 401; a role below the route's (``modelreg.api.roles``) is 403. ``/healthz``
 and ``/readyz`` stay open, and so does a CORS preflight from an origin granted
 CORS (``cors_origins``): browsers send those without credentials.
 ``modelreg serve --insecure-no-auth`` (loopback only) makes every caller an
@@ -24,12 +24,12 @@ from datetime import UTC
 from flask import Flask, Response, g, request
 from sqlalchemy import bindparam, select
 
-from service import tokens
-from service.access import Caller, allows
-from service.api.common import ctx
-from service.api.roles import OPEN_ENDPOINTS, required_role
-from service.db.models import ApiToken, utcnow
-from service.errors import BadRequest, Forbidden, Unauthenticated
+from modelreg import tokens
+from modelreg.access import Caller, allows
+from modelreg.api.common import ctx
+from modelreg.api.roles import OPEN_ENDPOINTS, required_role
+from modelreg.db.models import ApiToken, utcnow
+from modelreg.errors import BadRequest, Forbidden, Unauthenticated
 
 REQUEST_ID_HEADER = "X-Request-ID"
 ADMIN_TOKEN_NAME = "admin-token"

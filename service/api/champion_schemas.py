@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from policies.stages import STAGES
-from service.api.common import (
+from modelreg.api.common import (
     STRING,
     Name,
     UtcDateTime,
     list_schema,
 )
-from service.db.models import MAX_ID
+from modelreg.db.models import MAX_ID
+from modelreg.policies.stages import STAGES
 
 
 class MetricValueSchema(ma.Schema):

@@ -8,9 +8,9 @@ from flask import Response, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from service import champion_reads, environments, pins
-from service.api.auth import caller
-from service.api.champion_schemas import (
+from modelreg import champion_reads, environments, pins
+from modelreg.api.auth import caller
+from modelreg.api.champion_schemas import (
     ChampionSchema,
     EnvironmentBodySchema,
     EnvironmentListSchema,
@@ -25,7 +25,7 @@ from service.api.champion_schemas import (
     PolicySchema,
     UnpinBodySchema,
 )
-from service.api.common import (
+from modelreg.api.common import (
     ETAG,
     IF_NONE_MATCH,
     PageArgs,
@@ -35,9 +35,9 @@ from service.api.common import (
     page_size,
     uow,
 )
-from service.api.errors import ApiErrorSchema
-from service.clock import iso
-from service.errors import BadRequest
+from modelreg.api.errors import ApiErrorSchema
+from modelreg.clock import iso
+from modelreg.errors import BadRequest
 
 blp = Blueprint(
     "environments",

@@ -11,13 +11,13 @@ import marshmallow as ma
 from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
-from service.artifacts import ArtifactStore
-from service.clock import iso
-from service.config import Settings
-from service.db.session import Database
-from service.errors import BadRequest, ValidationFailed
-from service.names import NAME_PATTERN, NAME_RE
-from service.token_cache import TokenCache
+from modelreg.artifacts import ArtifactStore
+from modelreg.clock import iso
+from modelreg.config import Settings
+from modelreg.db.session import Database
+from modelreg.errors import BadRequest, ValidationFailed
+from modelreg.names import NAME_PATTERN, NAME_RE
+from modelreg.token_cache import TokenCache
 
 
 @dataclass

@@ -9,9 +9,9 @@ from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from service import dataset_content, datasets
-from service.api.auth import caller
-from service.api.common import (
+from modelreg import dataset_content, datasets
+from modelreg.api.auth import caller
+from modelreg.api.common import (
     RANGE_NOT_SATISFIABLE,
     STRING,
     Name,
@@ -24,15 +24,15 @@ from service.api.common import (
     page_size,
     uow,
 )
-from service.api.downloads import blob_response
-from service.api.errors import ApiErrorSchema
-from service.artifacts import SHA256_RE, IncomingFile
-from service.db.models import MAX_ID, DatasetRevision
-from service.errors import ValidationFailed
+from modelreg.api.downloads import blob_response
+from modelreg.api.errors import ApiErrorSchema
+from modelreg.artifacts import SHA256_RE, IncomingFile
+from modelreg.db.models import MAX_ID, DatasetRevision
+from modelreg.errors import ValidationFailed
 
 blp = Blueprint("datasets", __name__, url_prefix="/api/v1", description="External test sets")
 
-# The endpoint whose file parts are dataset content (``service.app`` sizes uploads by it).
+# The endpoint whose file parts are dataset content (``modelreg.app`` sizes uploads by it).
 UPLOAD_ENDPOINT = "datasets.Datasets"
 
 

@@ -1,7 +1,7 @@
 """Streamed, content-addressed downloads: a run's artifact, a dataset revision's content.
 
 What is served is what was registered. A stored file this process has not verified
-as it is now (``service.artifacts.VerifiedFiles``) is hashed while it streams, and the
+as it is now (``modelreg.artifacts.VerifiedFiles``) is hashed while it streams, and the
 last chunk is sent only once the digest matches: on a mismatch the transfer is cut
 short (the client sees fewer bytes than ``Content-Length``, never a complete body
 with the recorded ETag), the file is quarantined, and the failure is audited
@@ -25,15 +25,15 @@ from urllib.parse import quote
 from flask import Response, request
 from werkzeug.wsgi import wrap_file
 
-from service import audit
-from service.access import Caller
-from service.api.auth import caller
-from service.api.common import ctx
-from service.artifacts import CHUNK, ArtifactStore, sha256_of_file
-from service.db.session import Database
-from service.errors import Unavailable
-from service.hashing import StreamingSha256
-from service.metrics import INTEGRITY_FAILURES
+from modelreg import audit
+from modelreg.access import Caller
+from modelreg.api.auth import caller
+from modelreg.api.common import ctx
+from modelreg.artifacts import CHUNK, ArtifactStore, sha256_of_file
+from modelreg.db.session import Database
+from modelreg.errors import Unavailable
+from modelreg.hashing import StreamingSha256
+from modelreg.metrics import INTEGRITY_FAILURES
 
 log = logging.getLogger(__name__)
 

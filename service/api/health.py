@@ -5,9 +5,9 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import serving_state
-from service.api.common import ctx
-from service.api.errors import error_response
+from modelreg import serving_state
+from modelreg.api.common import ctx
+from modelreg.api.errors import error_response
 
 blp = Blueprint("health", __name__)
 

@@ -8,12 +8,12 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from service import jobs, quotas, redaction
-from service.access import allows
-from service.api.auth import caller
-from service.api.common import STRING, PageArgs, UtcDateTime, ctx, list_schema, page_size, uow
-from service.api.errors import ApiErrorSchema
-from service.db.models import MAX_ID
+from modelreg import jobs, quotas, redaction
+from modelreg.access import allows
+from modelreg.api.auth import caller
+from modelreg.api.common import STRING, PageArgs, UtcDateTime, ctx, list_schema, page_size, uow
+from modelreg.api.errors import ApiErrorSchema
+from modelreg.db.models import MAX_ID
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Server-side evaluation jobs")
 

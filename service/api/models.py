@@ -9,11 +9,10 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from policies.stages import STAGES
-from service import champion_reads, champions, registry
-from service.api.auth import caller
-from service.api.champion_schemas import ChampionSchema
-from service.api.common import (
+from modelreg import champion_reads, champions, registry
+from modelreg.api.auth import caller
+from modelreg.api.champion_schemas import ChampionSchema
+from modelreg.api.common import (
     STRING,
     Name,
     PageArgs,
@@ -23,9 +22,10 @@ from service.api.common import (
     page_size,
     uow,
 )
-from service.api.errors import ApiErrorSchema
-from service.db.models import ModelVersion
-from service.pagination import offset_page
+from modelreg.api.errors import ApiErrorSchema
+from modelreg.db.models import ModelVersion
+from modelreg.pagination import offset_page
+from modelreg.policies.stages import STAGES
 
 blp = Blueprint("models", __name__, url_prefix="/api/v1", description="Models and versions")
 

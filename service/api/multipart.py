@@ -4,7 +4,7 @@ Werkzeug's parser is fastest with 64 KiB reads, and at that size the layers
 under it (gunicorn's body reader, Werkzeug's own buffer) copy each byte a dozen
 times: a 1 GiB upload reached ~200 MiB/s. python-multipart takes 1 MiB reads
 and reports a part's bytes as offsets into them, so a file part reaches the
-artifact store's :class:`~service.artifacts.IncomingFile` with about one copy
+artifact store's :class:`~modelreg.artifacts.IncomingFile` with about one copy
 (``bench/upload.py``, docs/benchmarks.md).
 
 Everything else keeps Werkzeug's meaning: the request's ``form`` and ``files``,

@@ -1,11 +1,11 @@
 """``GET /metrics`` (Prometheus) and the per-request timing and access log.
 
 ``/metrics`` lives outside ``/api/v1``, like the health checks, but is not
-open: it needs a ``reader`` token (``service.api.roles``). :func:`register`
+open: it needs a ``reader`` token (``modelreg.api.roles``). :func:`register`
 installs two hooks around every request: the first ``before_request`` notes
 the time, the last ``after_request`` observes the latency histogram under the
 route template and, with ``access_log`` on, writes the request's JSON line
-(``service.logs``). The timed span is routing to response headers: a streamed
+(``modelreg.logs``). The timed span is routing to response headers: a streamed
 body (an artifact download) is not included.
 """
 
@@ -16,10 +16,10 @@ from time import perf_counter
 
 from flask import Blueprint, Flask, Response, g, request
 
-from service import metrics
-from service.api.auth import REQUEST_ID_HEADER
-from service.api.common import ctx
-from service.logs import ACCESS_LOGGER
+from modelreg import metrics
+from modelreg.api.auth import REQUEST_ID_HEADER
+from modelreg.api.common import ctx
+from modelreg.logs import ACCESS_LOGGER
 
 blp = Blueprint("metrics", __name__)
 

@@ -7,7 +7,7 @@ from it:
 
 - the bearer-token scheme, required globally; ``security: []`` on the open probes;
 - 401 and 503 wherever a token is checked (the lookup reads the database), 403 where the
-  route needs more than ``reader`` (``service.api.roles``), 400 everywhere (control
+  route needs more than ``reader`` (``modelreg.api.roles``), 400 everywhere (control
   characters in the URL, a token in the query string, unparsable JSON, a foreign
   ``page_token``), 404 where the path names something, 413 and 415 wherever a body is
   read, 422 wherever a parameter or body is validated;
@@ -20,7 +20,7 @@ Response schemas list every property as required: the service always sends each 
 (``null`` where the schema allows it).
 
 The committed snapshot ``docs/openapi.json`` is this document, from
-``python -m service.api.openapi > docs/openapi.json``.
+``python -m modelreg.api.openapi > docs/openapi.json``.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from typing import Any
 
 from flask import Flask, Response, current_app
 
-from service.access import ROLES
-from service.api.roles import OPEN_ENDPOINTS, required_role
-from service.names import NAME_PATTERN
+from modelreg.access import ROLES
+from modelreg.api.roles import OPEN_ENDPOINTS, required_role
+from modelreg.names import NAME_PATTERN
 
 SECURITY_SCHEME = "bearerAuth"
 ERROR_SCHEMA_REF = "#/components/schemas/ApiError"
@@ -388,8 +388,8 @@ def dumps(doc: dict[str, Any]) -> str:
 
 def snapshot() -> str:
     """The document of an application with default settings (nothing is stored)."""
-    from service.app import create_app
-    from service.config import load_settings
+    from modelreg.app import create_app
+    from modelreg.config import load_settings
 
     with tempfile.TemporaryDirectory() as data_dir:
         app = create_app(load_settings(environ={}, data_dir=data_dir))

@@ -1,7 +1,7 @@
 """The role every route needs: the one place where access is declared.
 
 Keys are Flask endpoints (``blueprint.View``), values map HTTP methods to the
-least role (see ``service.access``). ``HEAD`` is ``GET``; ``OPTIONS`` needs
+least role (see ``modelreg.access``). ``HEAD`` is ``GET``; ``OPTIONS`` needs
 ``reader`` (a CORS preflight from a configured origin needs no token). A test
 walks ``app.url_map`` and fails on any route missing here.
 Finer rules that depend on the request body live in the service layer (which

@@ -10,9 +10,9 @@ from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from service import evaluations, jobs, runs
-from service.api.auth import caller
-from service.api.common import (
+from modelreg import evaluations, jobs, runs
+from modelreg.api.auth import caller
+from modelreg.api.common import (
     RANGE_NOT_SATISFIABLE,
     STRING,
     Name,
@@ -27,14 +27,14 @@ from service.api.common import (
     response_header,
     uow,
 )
-from service.api.downloads import blob_response
-from service.api.errors import ApiErrorSchema, error_response
-from service.api.jobs import JobSchema
-from service.api.models import OutcomeSchema
-from service.artifacts import SHA256_RE, IncomingFile
-from service.db.models import MAX_ID, Evaluation, Job, Run
-from service.errors import ValidationFailed
-from service.pagination import offset_page
+from modelreg.api.downloads import blob_response
+from modelreg.api.errors import ApiErrorSchema, error_response
+from modelreg.api.jobs import JobSchema
+from modelreg.api.models import OutcomeSchema
+from modelreg.artifacts import SHA256_RE, IncomingFile
+from modelreg.db.models import MAX_ID, Evaluation, Job, Run
+from modelreg.errors import ValidationFailed
+from modelreg.pagination import offset_page
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1", description="Runs and evaluations")
 

@@ -8,10 +8,10 @@ import marshmallow as ma
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from service import tokens
-from service.access import ROLES
-from service.api.auth import caller
-from service.api.common import (
+from modelreg import tokens
+from modelreg.access import ROLES
+from modelreg.api.auth import caller
+from modelreg.api.common import (
     STRING,
     Name,
     PageArgs,
@@ -21,8 +21,8 @@ from service.api.common import (
     page_size,
     uow,
 )
-from service.api.errors import ApiErrorSchema
-from service.db.models import MAX_ID
+from modelreg.api.errors import ApiErrorSchema
+from modelreg.db.models import MAX_ID
 
 blp = Blueprint("tokens", __name__, url_prefix="/api/v1", description="API tokens (admin)")
 

@@ -10,7 +10,7 @@ outage-tolerant loader.
 
 from __future__ import annotations
 
-from service.client.errors import (
+from modelreg.client.errors import (
     BadRequest,
     Conflict,
     Forbidden,
@@ -29,8 +29,8 @@ from service.client.errors import (
     UnsupportedMediaType,
     ValidationError,
 )
-from service.client.loader import ChampionLoader
-from service.client.models import (
+from modelreg.client.loader import ChampionLoader
+from modelreg.client.models import (
     AuditEntry,
     Candidate,
     Champion,
@@ -50,7 +50,7 @@ from service.client.models import (
     Token,
     Version,
 )
-from service.client.registry import Registry
+from modelreg.client.registry import Registry
 
 __all__ = [
     "AuditEntry",

@@ -32,16 +32,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from service.client.errors import (
+from modelreg.client.errors import (
     FormatNotAllowed,
     RegistryError,
     ServerError,
     Unavailable,
     Unreachable,
 )
-from service.client.models import Champion
-from service.client.registry import Registry
-from service.client.transport import sha256_of
+from modelreg.client.models import Champion
+from modelreg.client.registry import Registry
+from modelreg.client.transport import sha256_of
 
 log = logging.getLogger("modelreg.loader")
 

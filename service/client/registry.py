@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from service.client.errors import Conflict, NotFound, RegistryError
-from service.client.models import (
+from modelreg.client.errors import Conflict, NotFound, RegistryError
+from modelreg.client.models import (
     Champion,
     Dataset,
     DatasetRevision,
@@ -22,8 +22,8 @@ from service.client.models import (
     Run,
     Version,
 )
-from service.client.release import ReleaseMethods
-from service.client.transport import (
+from modelreg.client.release import ReleaseMethods
+from modelreg.client.transport import (
     MultipartStream,
     Progress,
     Transport,
@@ -32,7 +32,7 @@ from service.client.transport import (
     save_verified,
     sha256_of,
 )
-from service.client.transport import segment as _seg
+from modelreg.client.transport import segment as _seg
 
 DEFAULT_TIMEOUT = 60.0
 

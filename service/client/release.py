@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from service.client.models import (
+from modelreg.client.models import (
     AuditEntry,
     Champion,
     Environment,
@@ -17,8 +17,8 @@ from service.client.models import (
     Policy,
     Token,
 )
-from service.client.transport import Transport
-from service.client.transport import segment as _seg
+from modelreg.client.transport import Transport
+from modelreg.client.transport import segment as _seg
 
 
 class ReleaseMethods:

@@ -20,8 +20,8 @@ from urllib.parse import quote
 
 import requests
 
-from service.client.errors import RegistryError, Unreachable, error_for
-from service.hashing import StreamingSha256
+from modelreg.client.errors import RegistryError, Unreachable, error_for
+from modelreg.hashing import StreamingSha256
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int, int], None]

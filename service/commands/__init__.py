@@ -1,16 +1,16 @@
 """The ``modelreg`` commands that talk to a registry over HTTP.
 
 They use the Python client (``requests``) only — never Flask or SQLAlchemy — and
-are added to the ``modelreg`` group of :mod:`service.cli` by :func:`add_to`. Each
+are added to the ``modelreg`` group of :mod:`modelreg.cli` by :func:`add_to`. Each
 takes ``--url`` / ``MODELREG_URL``, ``--token`` / ``MODELREG_TOKEN`` and ``--json``
-(see :mod:`service.commands.common`).
+(see :mod:`modelreg.commands.common`).
 """
 
 from __future__ import annotations
 
 import click
 
-from service.commands import demo, envs, models, policy, policy_apply, runs
+from modelreg.commands import demo, envs, models, policy, policy_apply, runs
 
 
 def add_to(group: click.Group) -> None:

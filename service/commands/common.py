@@ -19,8 +19,8 @@ from typing import IO, Any
 
 import click
 
-from service.client import Registry, RegistryError, Unreachable
-from service.client.models import Champion, Resource
+from modelreg.client import Registry, RegistryError, Unreachable
+from modelreg.client.models import Champion, Resource
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 STAGES = ("None", "Staging", "Production", "Archived")
@@ -42,7 +42,7 @@ class InputError(CliError):
 def describe(exc: RegistryError) -> str:
     """One line for an API error: ``404 not_found: model 'x' not found``.
 
-    >>> from service.client import ValidationError
+    >>> from modelreg.client import ValidationError
     >>> describe(ValidationError("invalid policy", status=422, code="validation_error",
     ...     details={"versions": ["not a specifier"]}))
     '422 validation_error: invalid policy (versions: not a specifier)'

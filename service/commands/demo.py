@@ -25,16 +25,16 @@ from typing import Any
 
 import click
 
-from service.client import NotFound, Registry
-from service.client.models import Run
-from service.commands.common import (
+from modelreg.client import NotFound, Registry
+from modelreg.client.models import Run
+from modelreg.commands.common import (
     CliError,
     api_errors,
     champion_line,
     table,
     token_option,
 )
-from service.commands.envs import explain_table
+from modelreg.commands.envs import explain_table
 
 SPLIT_SEED = 42
 # (n_estimators, max_features) of each retrain of each version of the model's code.
@@ -314,7 +314,7 @@ def embedded_registry(work: Path) -> Iterator[str]:
                 [
                     sys.executable,
                     "-m",
-                    "service",
+                    "modelreg",
                     "serve",
                     "--insecure-no-auth",
                     "--host",

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from service.client import NoEligibleModel
-from service.client.models import Champion, Environment, Explanation
-from service.commands.common import (
+from modelreg.client import NoEligibleModel
+from modelreg.client.models import Champion, Environment, Explanation
+from modelreg.commands.common import (
     Api,
     api_command,
     champion_line,

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 
 import click
 
-from service.client.models import Model, Outcome, Version
-from service.commands.common import STAGES, Api, api_command, items, pairs, parse_pairs, table
+from modelreg.client.models import Model, Outcome, Version
+from modelreg.commands.common import STAGES, Api, api_command, items, pairs, parse_pairs, table
 
 
 def versions_table(versions: Iterable[Version]) -> str:

@@ -7,9 +7,9 @@ from typing import Any
 
 import click
 
-from service.client import NotFound, Registry
-from service.client.models import Plan, Policy
-from service.commands.common import (
+from modelreg.client import NotFound, Registry
+from modelreg.client.models import Plan, Policy
+from modelreg.commands.common import (
     STAGES,
     Api,
     CliError,
@@ -17,7 +17,7 @@ from service.commands.common import (
     champion_line,
     pairs,
 )
-from service.commands.policy_file import (
+from modelreg.commands.policy_file import (
     DATASET,
     FIELDS,
     PolicyFileError,

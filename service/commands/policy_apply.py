@@ -17,17 +17,17 @@ from typing import Any
 
 import click
 
-from service.client import Registry, RegistryError
-from service.client.models import Environment, Plan, Policy
-from service.commands.common import Api, CliError, InputError, api_command, describe
-from service.commands.policy import (
+from modelreg.client import Registry, RegistryError
+from modelreg.client.models import Environment, Plan, Policy
+from modelreg.commands.common import Api, CliError, InputError, api_command, describe
+from modelreg.commands.policy import (
     current_policy,
     diff_lines,
     latest_label,
     plan_lines,
     stored,
 )
-from service.commands.policy_file import (
+from modelreg.commands.policy_file import (
     PolicyFile,
     PolicyFileError,
     Wanted,

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from policies import Policy, PolicyError
+from modelreg.policies import Policy, PolicyError
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 DATASET = re.compile(rf"(?P<name>{NAME.pattern})(?:@(?P<rev>[1-9][0-9]*))?")

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from service.client.models import DatasetRevision, Evaluation, Job, Run
-from service.client.transport import TerminalProgress
-from service.commands.common import (
+from modelreg.client.models import DatasetRevision, Evaluation, Job, Run
+from modelreg.client.transport import TerminalProgress
+from modelreg.commands.common import (
     Api,
     CliError,
     api_command,
@@ -21,7 +21,7 @@ from service.commands.common import (
     short_sha,
     table,
 )
-from service.commands.models import outcomes_table
+from modelreg.commands.models import outcomes_table
 
 _FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
 

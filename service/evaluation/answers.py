@@ -1,7 +1,7 @@
 """Reading what an evaluation child answered, as untrusted bytes.
 
 The child (either level) sends a JSON header and ``.npy`` blobs (see
-:func:`service.evaluation.host.encode_answer`). Nothing here runs code from the
+:func:`modelreg.evaluation.host.encode_answer`). Nothing here runs code from the
 answer: headers are JSON, arrays are read with ``allow_pickle=False`` after their
 ``.npy`` header was checked against the blob's size, and only plain numeric or
 string arrays of the expected shape are accepted. A malformed answer raises
@@ -19,7 +19,7 @@ from typing import Any
 import numpy
 from numpy.lib import format as npy
 
-from service.evaluation.metrics import Scores, score
+from modelreg.evaluation.metrics import Scores, score
 
 _LENGTH = struct.Struct(">Q")
 _MAX_HEADER = 64 * 1024

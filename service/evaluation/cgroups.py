@@ -14,7 +14,7 @@ import signal
 import time
 from pathlib import Path
 
-from service.config import Settings
+from modelreg.config import Settings
 
 _CGROUP = Path("/sys/fs/cgroup")
 

@@ -2,7 +2,7 @@
 
 :func:`main` is the entry point of the fork-server sandbox's child process: it
 applies the limits, hides the worker's settings, and sends the answer of
-:func:`service.evaluation.host.run_untrusted` (a JSON header and ``.npy`` arrays,
+:func:`modelreg.evaluation.host.run_untrusted` (a JSON header and ``.npy`` arrays,
 never pickle) on a pipe. It sees the feature columns only: the worker keeps the
 labels and computes the metrics itself. It ends without running exit handlers
 that the model's code may have installed.
@@ -20,19 +20,19 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from service.evaluation.host import (
+from modelreg.evaluation.host import (
     UNREPORTED_EXIT,
     Limits,
     ModelRejected,
     load_model,
     run_untrusted,
 )
-from service.evaluation.host import apply_limits as _apply_limits
+from modelreg.evaluation.host import apply_limits as _apply_limits
 
 __all__ = ["UNREPORTED_EXIT", "Limits", "ModelRejected", "Spec", "load_model", "main"]
 
 # Every child re-runs the worker's main module (multiprocessing's rule). When that is
-# `python -m service.cli`, preloaded here, runpy warns that it is already imported:
+# `python -m modelreg.cli`, preloaded here, runpy warns that it is already imported:
 # true, and harmless. Children inherit this filter from the fork server.
 warnings.filterwarnings(
     "ignore", message=r".*found in sys\.modules after import of package", category=RuntimeWarning

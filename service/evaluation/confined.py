@@ -1,6 +1,6 @@
 """The ``strict`` isolation level: a warm host inside bubblewrap, one child per job.
 
-Each worker starts one long-lived host process (:mod:`service.evaluation.host`,
+Each worker starts one long-lived host process (:mod:`modelreg.evaluation.host`,
 the only file of the service it can see) inside a bubblewrap sandbox:
 
 * every namespace unshared: no network (not even loopback), its own pid
@@ -21,7 +21,7 @@ every other process of the sandbox, empties the scratch directories and checks
 that nothing changed its own limits, priority or CPU affinity; if anything did,
 it says so and exits, and the worker starts a fresh host for the next job. The
 worker treats the host as untrusted too: it reads only length-prefixed frames,
-bounded, and non-executable answers (:mod:`service.evaluation.answers`); a host
+bounded, and non-executable answers (:mod:`modelreg.evaluation.answers`); a host
 that dies, hangs or says something malformed fails the job and is replaced.
 """
 
@@ -45,10 +45,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from service.config import Settings
-from service.evaluation.cgroups import Cgroup, StrictUnavailable
-from service.evaluation.child import Limits, Spec
-from service.evaluation.sandbox import MAX_ANSWER_BYTES, Outcome, exit_outcome, memory_outcome
+from modelreg.config import Settings
+from modelreg.evaluation.cgroups import Cgroup, StrictUnavailable
+from modelreg.evaluation.child import Limits, Spec
+from modelreg.evaluation.sandbox import MAX_ANSWER_BYTES, Outcome, exit_outcome, memory_outcome
 
 _LENGTH = struct.Struct(">Q")
 _HOST_FILE = Path(__file__).with_name("host.py")

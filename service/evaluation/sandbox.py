@@ -9,12 +9,12 @@ a limit on open files and no core dumps; the worker kills the whole group when t
 wall-time limit passes or the worker loses its claim on the job.
 
 Every level hands the child the feature columns only and gets predictions back
-(:mod:`service.evaluation.answers`); the worker scores them against the labels
+(:mod:`modelreg.evaluation.answers`); the worker scores them against the labels
 itself (:func:`score_answer`), so nothing the child does can choose its score.
 
 What this level does not protect: the child runs as the worker's user and can read
 what that user can read, write where it can write, and open network connections.
-The ``strict`` level (:mod:`service.evaluation.confined`) closes that. See the
+The ``strict`` level (:mod:`modelreg.evaluation.confined`) closes that. See the
 README's trust model.
 """
 
@@ -32,13 +32,13 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Protocol
 
-from service.evaluation.answers import Malformed, decode, scores_of
-from service.evaluation.child import UNREPORTED_EXIT, Limits, Spec
+from modelreg.evaluation.answers import Malformed, decode, scores_of
+from modelreg.evaluation.child import UNREPORTED_EXIT, Limits, Spec
 
 # Predictions of a million rows with a few classes' probabilities fit easily.
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
 _LOG_TAIL_BYTES = 2000
-_CHILD_MODULE = "service.evaluation.child"
+_CHILD_MODULE = "modelreg.evaluation.child"
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def _preload() -> list[str]:
     # The child module and this one (each child runs ``_child_entry`` from here), a
     # warm-up evaluation (see ``warm``), and the CLI, which the `modelreg` console
     # script re-runs by path in every child.
-    modules = [_CHILD_MODULE, __name__, "service.evaluation.warm", "service.cli"]
+    modules = [_CHILD_MODULE, __name__, "modelreg.evaluation.warm", "modelreg.cli"]
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     name = getattr(spec, "name", None)
     if name and not name.endswith("__main__") and name not in modules:
@@ -276,7 +276,7 @@ def _tail(log: Path) -> str:
 
 
 def _child_entry(conn: Any, spec: dict[str, Any], limits: dict[str, Any], log: str) -> None:
-    from service.evaluation.child import main
+    from modelreg.evaluation.child import main
 
     main(conn, spec, limits, log)
 
@@ -289,6 +289,6 @@ class InProcess:
     """
 
     def run(self, spec: Spec, workdir: Path, keep_alive: Callable[[], bool]) -> Outcome:
-        from service.evaluation.child import answer_of
+        from modelreg.evaluation.child import answer_of
 
         return Outcome(ok=True, answer=answer_of(spec))

@@ -31,16 +31,16 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from service import audit, champions, evaluations, jobs, logs, metrics, settling
-from service.access import Caller
-from service.artifacts import ArtifactStore
-from service.config import Settings
-from service.dataset_content import load_xy
-from service.db.models import DatasetRevision, Evaluation, Job, Run, utcnow
-from service.db.session import Database
-from service.evaluation.child import Limits, Spec
-from service.evaluation.sandbox import Executor, Outcome, Sandbox, score_answer
-from service.registry import lock_model
+from modelreg import audit, champions, evaluations, jobs, logs, metrics, settling
+from modelreg.access import Caller
+from modelreg.artifacts import ArtifactStore
+from modelreg.config import Settings
+from modelreg.dataset_content import load_xy
+from modelreg.db.models import DatasetRevision, Evaluation, Job, Run, utcnow
+from modelreg.db.session import Database
+from modelreg.evaluation.child import Limits, Spec
+from modelreg.evaluation.sandbox import Executor, Outcome, Sandbox, score_answer
+from modelreg.registry import lock_model
 
 log = logging.getLogger("modelreg.worker")
 
@@ -67,12 +67,12 @@ def default_name() -> str:
 def sandbox_for(settings: Settings) -> Executor:
     """The executor of ``evaluation_isolation``: strict (bubblewrap) or process.
 
-    Strict is refused (:class:`~service.evaluation.cgroups.StrictUnavailable`) when
+    Strict is refused (:class:`~modelreg.evaluation.cgroups.StrictUnavailable`) when
     this machine cannot provide it; the worker does not fall back by itself.
     """
     if settings.evaluation_isolation == "process":
         return process_sandbox_for(settings)
-    from service.evaluation.confined import confined_for
+    from modelreg.evaluation.confined import confined_for
 
     return confined_for(settings)
 

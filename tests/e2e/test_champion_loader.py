@@ -30,7 +30,7 @@ import pytest
 import requests
 from sklearn.ensemble import RandomForestClassifier
 
-from service.client import ChampionLoader, FormatNotAllowed, NotFound, Registry, Unreachable
+from modelreg.client import ChampionLoader, FormatNotAllowed, NotFound, Registry, Unreachable
 from tests.e2e.conftest import ADMIN_TOKEN, Server, TimeoutSession, launch
 from tests.e2e.test_client import f1_of, forest, module_database, start_live_server
 from tests.e2e.test_wine_scenario import Holdout, wine_holdout

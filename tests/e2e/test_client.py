@@ -1,4 +1,4 @@
-"""The Python client (``service.client.Registry``) against a live ``modelreg serve``.
+"""The Python client (``modelreg.client.Registry``) against a live ``modelreg serve``.
 
 One server per database serves the whole module (each test uses names of its own);
 on SQLite it runs its embedded evaluation worker, on PostgreSQL the evaluation test
@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score
 
-from service.client import (
+from modelreg.client import (
     ChampionLoader,
     Conflict,
     Forbidden,
@@ -43,7 +43,7 @@ from service.client import (
     Unreachable,
     ValidationError,
 )
-from service.client.transport import MultipartStream, TerminalProgress, progress_for
+from modelreg.client.transport import MultipartStream, TerminalProgress, progress_for
 from tests.conftest import drop_postgres_database, new_postgres_database
 from tests.e2e.conftest import (
     ADMIN_TOKEN,
@@ -165,7 +165,7 @@ def holdout() -> Holdout:
 
 
 def test_importing_the_client_in_a_fresh_interpreter_loads_no_server_library() -> None:
-    code = "import json, sys, service.client; print(json.dumps(sorted(sys.modules)))"
+    code = "import json, sys, modelreg.client; print(json.dumps(sorted(sys.modules)))"
     done = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -361,7 +361,7 @@ def test_register_run_with_a_path_creates_model_and_version_and_sends_the_files_
 
     # The digest register_run sends is checked by the server: a wrong one refuses the
     # upload (and keeps nothing), which shows that it is sent and verified.
-    import service.client.registry as client_registry
+    import modelreg.client.registry as client_registry
 
     with monkeypatch.context() as patched:
         patched.setattr(client_registry, "sha256_of", lambda _path: "0" * 64)
@@ -730,7 +730,7 @@ def test_a_50_mib_upload_streams_without_the_client_holding_it_in_memory(
     small = artifact_file(tmp_path, "small.bin")
     script = """
 import json, resource, sys
-from service.client import Registry
+from modelreg.client import Registry
 
 url, token, big, small = sys.argv[1:]
 registry = Registry(url, token)
@@ -772,7 +772,7 @@ print(json.dumps({"growth_kib": after - before, "run": run.raw, **seen}))
 
 
 def blob_path(server: Server, digest: str) -> Path:
-    """Where the server stores the bytes of ``digest`` (service.artifacts)."""
+    """Where the server stores the bytes of ``digest`` (modelreg.artifacts)."""
     return server.artifact_root / "sha256" / digest[:2] / digest[2:4] / digest
 
 

@@ -28,7 +28,7 @@ import yaml
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from service.db import migrate
+from modelreg.db import migrate
 from tests.conftest import PG_ADMIN_URL, drop_postgres_database
 from tests.e2e.conftest import (
     STOP_TIMEOUT_S,

@@ -28,7 +28,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sqlalchemy import create_engine, select
 from sqlalchemy.pool import NullPool
 
-from service.db.models import Job
+from modelreg.db.models import Job
 from tests.e2e.conftest import Server, StartServer, StartWorker, WorkerProcess
 from tests.e2e.test_wine_scenario import Holdout, wine_holdout
 

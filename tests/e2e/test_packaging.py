@@ -86,8 +86,8 @@ def test_a_non_editable_install_serves_from_an_empty_directory_and_keeps_its_dat
             [
                 str(python),
                 "-c",
-                "import json, service, service.config as c; "
-                "print(json.dumps([service.__file__, str(c._defaults_file())]))",
+                "import json, modelreg, modelreg.config as c; "
+                "print(json.dumps([modelreg.__file__, str(c._defaults_file())]))",
             ],
             cwd=empty,
             env=env,

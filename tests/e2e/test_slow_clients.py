@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from service.client import PreconditionRequired, Registry
+from modelreg.client import PreconditionRequired, Registry
 from tests.e2e.conftest import (
     ADMIN_TOKEN,
     Server,

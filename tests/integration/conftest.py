@@ -15,8 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from service.app import create_app
-from service.config import load_settings
+from modelreg.app import create_app
+from modelreg.config import load_settings
 
 # MODELREG_ADMIN_TOKEN of the test apps: requests go as this admin unless a test
 # sends another Authorization header.

@@ -22,8 +22,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from service.api.roles import OPEN_ENDPOINTS
-from service.db.models import Base
+from modelreg.api.roles import OPEN_ENDPOINTS
+from modelreg.db.models import Base
 from tests.integration.conftest import (
     Api,
     create_model,

@@ -16,14 +16,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
-from service import tokens
-from service.access import ROLES, Caller, allows
-from service.api.roles import OPEN_ENDPOINTS, ROUTE_ROLES, required_role
-from service.app import create_app
-from service.cli import main
-from service.config import load_settings
-from service.db import migrate
-from service.db.models import ApiToken, utcnow
+from modelreg import tokens
+from modelreg.access import ROLES, Caller, allows
+from modelreg.api.roles import OPEN_ENDPOINTS, ROUTE_ROLES, required_role
+from modelreg.app import create_app
+from modelreg.cli import main
+from modelreg.config import load_settings
+from modelreg.db import migrate
+from modelreg.db.models import ApiToken, utcnow
 from tests.integration.conftest import (
     ADMIN_TOKEN,
     Api,
@@ -102,7 +102,7 @@ def test_every_routed_endpoint_and_method_is_declared_in_the_role_table(app: Fla
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             if method not in ROUTE_ROLES.get(rule.endpoint, {}):
                 undeclared.append(f"{rule.endpoint} {method} {rule.rule}")
-    assert undeclared == [], "declare these in service.api.roles.ROUTE_ROLES"
+    assert undeclared == [], "declare these in modelreg.api.roles.ROUTE_ROLES"
 
 
 def test_only_the_health_checks_answer_without_a_token(app: Flask) -> None:
@@ -651,7 +651,7 @@ def test_only_an_admin_downloads_a_test_sets_labels_the_others_see_its_shape(
 def test_a_job_record_shows_the_models_output_to_admins_only(
     app: Flask, api: Api, as_role: ROLE_HEADERS
 ) -> None:
-    from service.db.models import Job
+    from modelreg.db.models import Job
     from tests.integration.test_dataset_content import upload, wine_csv
 
     assert upload(api, wine_csv()).status_code == 201

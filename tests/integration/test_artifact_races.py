@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from service import runs
-from service.access import Caller
-from service.artifacts import IncomingFile, LocalArtifactStore, StoredBlob
-from service.errors import Unavailable
+from modelreg import runs
+from modelreg.access import Caller
+from modelreg.artifacts import IncomingFile, LocalArtifactStore, StoredBlob
+from modelreg.errors import Unavailable
 from tests.integration.conftest import Api
 
 CONTENT = b"identical model bytes"

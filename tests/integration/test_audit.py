@@ -13,9 +13,9 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from service.evaluation.child import Spec
-from service.evaluation.sandbox import Outcome
-from service.evaluation.worker import Worker
+from modelreg.evaluation.child import Spec
+from modelreg.evaluation.sandbox import Outcome
+from modelreg.evaluation.worker import Worker
 from tests.integration.conftest import (
     Api,
     assert_error,

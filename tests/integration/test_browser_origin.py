@@ -13,8 +13,8 @@ from typing import Any
 
 from flask import Flask
 
-from service.app import UPLOAD_ROUTES, create_app
-from service.config import load_settings
+from modelreg.app import UPLOAD_ROUTES, create_app
+from modelreg.config import load_settings
 from tests.integration.conftest import ADMIN_TOKEN, Api, assert_error, sha
 from tests.integration.routes import calls, fingerprint, world
 

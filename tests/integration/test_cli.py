@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from service.cli import main
-from service.db import migrate
+from modelreg.cli import main
+from modelreg.db import migrate
 
 
 def test_db_current_reports_the_head_revision_of_a_migrated_database(

@@ -14,7 +14,7 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from service import blobs, datasets
+from modelreg import blobs, datasets
 from tests.integration.conftest import Api, assert_error, multipart, sha
 
 META = {"name": "wine-holdout", "target": "target", "task": "classification"}

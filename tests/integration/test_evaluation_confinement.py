@@ -19,8 +19,8 @@ import pytest
 from flask import Flask
 from sklearn.ensemble import RandomForestClassifier
 
-from service.evaluation.confined import Confined
-from service.evaluation.worker import Worker
+from modelreg.evaluation.confined import Confined
+from modelreg.evaluation.worker import Worker
 from tests.integration.conftest import ADMIN_TOKEN, Api, put_policy
 from tests.integration.test_evaluation_jobs import (
     Split,

@@ -29,11 +29,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from service import jobs
-from service.db.models import Job
-from service.evaluation.confined import confined_for
-from service.evaluation.sandbox import Sandbox
-from service.evaluation.worker import Worker
+from modelreg import jobs
+from modelreg.db.models import Job
+from modelreg.evaluation.confined import confined_for
+from modelreg.evaluation.sandbox import Sandbox
+from modelreg.evaluation.worker import Worker
 from tests.integration.conftest import (
     Api,
     assert_error,

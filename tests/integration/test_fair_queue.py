@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import update
 
-from service.config import load_settings
-from service.db.models import Job
-from service.errors import ConfigError
+from modelreg.config import load_settings
+from modelreg.db.models import Job
+from modelreg.errors import ConfigError
 from tests.integration.conftest import Api, assert_error, authorized, create_model, create_version
 from tests.integration.test_dataset_content import upload as upload_dataset
 from tests.integration.test_dataset_content import wine_csv

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from service.app import create_app
-from service.config import load_settings
+from modelreg.app import create_app
+from modelreg.config import load_settings
 from tests.integration.conftest import ADMIN_TOKEN, Api, assert_error, authorized
 
 DESIGN_PATHS = {
@@ -54,7 +54,7 @@ def test_healthz_and_readyz_answer_200_when_the_database_is_reachable(api: Api) 
 def test_readyz_names_the_isolation_level_and_whether_serve_s_own_worker_runs(
     api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from service import serving_state
+    from modelreg import serving_state
 
     # No embedded worker (this is no serve): the configured level, no worker to wait for.
     assert api.get("/readyz").get_json()["evaluation"] == {

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from service.config import load_settings
-from service.errors import ConfigError
+from modelreg.config import load_settings
+from modelreg.errors import ConfigError
 from tests.integration.conftest import (
     Api,
     assert_error,

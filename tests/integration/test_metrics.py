@@ -16,8 +16,8 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, update
 
-from service import champions
-from service.db.models import ChampionChange, Job, ModelVersion, RegisteredModel
+from modelreg import champions
+from modelreg.db.models import ChampionChange, Job, ModelVersion, RegisteredModel
 from tests.integration.conftest import (
     Api,
     assert_error,

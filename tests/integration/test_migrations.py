@@ -17,10 +17,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from service.app import create_app
-from service.config import load_settings
-from service.db import migrate
-from service.db.models import Base
+from modelreg.app import create_app
+from modelreg.config import load_settings
+from modelreg.db import migrate
+from modelreg.db.models import Base
 from tests.conftest import PG_ADMIN_URL, drop_postgres_database
 from tests.integration.conftest import ADMIN_TOKEN, authorized
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from service.evaluation.worker import Worker
+from modelreg.evaluation.worker import Worker
 from tests.integration.conftest import (
     Api,
     assert_error,

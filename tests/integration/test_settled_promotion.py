@@ -19,9 +19,9 @@ from sklearn import metrics as skm
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from service import settling
-from service.evaluation.sandbox import Sandbox
-from service.evaluation.worker import Worker
+from modelreg import settling
+from modelreg.evaluation.sandbox import Sandbox
+from modelreg.evaluation.worker import Worker
 from tests.integration.conftest import (
     Api,
     champion,

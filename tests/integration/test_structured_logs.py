@@ -13,11 +13,11 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from service import logs
-from service.app import create_app
-from service.config import load_settings
-from service.evaluation.sandbox import Outcome
-from service.evaluation.worker import Worker
+from modelreg import logs
+from modelreg.app import create_app
+from modelreg.config import load_settings
+from modelreg.evaluation.sandbox import Outcome
+from modelreg.evaluation.worker import Worker
 from tests.integration.conftest import (
     ADMIN_TOKEN,
     Api,

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from sklearn.ensemble import RandomForestClassifier
 
-from service.evaluation.worker import Worker
+from modelreg.evaluation.worker import Worker
 from tests.integration.conftest import (
     Api,
     assert_error,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service.config import load_settings
-from service.errors import ConfigError
+from modelreg.config import load_settings
+from modelreg.errors import ConfigError
 
 
 def test_with_nothing_set_data_lives_in_modelreg_data_of_the_working_directory() -> None:

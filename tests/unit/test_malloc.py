@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from service.malloc import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_for_streaming
+from modelreg.malloc import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_for_streaming
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")

@@ -1,4 +1,4 @@
-"""The per-(environment, model) policy (``policies.policy``) and stages (``policies.stages``).
+"""The per-(environment, model) policy and the stages (``modelreg.policies``).
 
 Expectations come from DESIGN.md: the policy fields and their defaults, the default
 direction per metric name, and the table of allowed stage transitions.
@@ -12,9 +12,9 @@ import math
 
 import pytest
 
-import policies
-from policies.policy import STAGES, Policy, PolicyError, default_direction
-from policies.stages import ALLOWED_TRANSITIONS, allowed_targets, can_transition
+from modelreg import policies
+from modelreg.policies.policy import STAGES, Policy, PolicyError, default_direction
+from modelreg.policies.stages import ALLOWED_TRANSITIONS, allowed_targets, can_transition
 
 
 def make(**overrides: object) -> Policy:

@@ -1,4 +1,4 @@
-"""Champion selection (``policies.selection``), table by table.
+"""Champion selection (``modelreg.policies.selection``), table by table.
 
 Each expectation follows from DESIGN.md, "Selection rules": pins, eligibility with one
 reason code per failed rule, ranking (metric, then PEP 440 version, then run number),
@@ -11,8 +11,8 @@ import math
 
 import pytest
 
-from policies.policy import Policy
-from policies.selection import Candidate, Decision, EvaluationJob, Reason, select
+from modelreg.policies.policy import Policy
+from modelreg.policies.selection import Candidate, Decision, EvaluationJob, Reason, select
 
 
 def policy(**overrides: object) -> Policy:

@@ -1,7 +1,7 @@
 """Properties of champion selection that must hold for any policy and any candidates.
 
 Eligibility is re-derived here from DESIGN.md, "Selection rules", with ``packaging``
-directly (``satisfies`` below), independently of ``policies.selection``.
+directly (``satisfies`` below), independently of ``modelreg.policies.selection``.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
-from policies.policy import STAGES, Policy
-from policies.selection import Candidate, Decision, Reason, select
+from modelreg.policies.policy import STAGES, Policy
+from modelreg.policies.selection import Candidate, Decision, Reason, select
 
 # No example database: nothing is written outside tests/unit.
 SETTINGS = settings(

@@ -1,4 +1,4 @@
-"""PEP 440 versions and tolerances (``policies.versions``).
+"""PEP 440 versions and tolerances (``modelreg.policies.versions``).
 
 Expectations come from PEP 440 (normalization, ordering, specifier semantics) and from
 DESIGN.md: ``1.0`` and ``1.0.0`` are one version; pre-releases are only in a tolerance
@@ -11,7 +11,7 @@ import itertools
 
 import pytest
 
-from policies.versions import (
+from modelreg.policies.versions import (
     InvalidVersionError,
     canonical_version,
     in_tolerance,

@@ -1,18 +1,18 @@
-"""Alembic environment: the URL comes from the Config built in service.db.migrate."""
+"""Alembic environment: the URL comes from the Config built in modelreg.db.migrate."""
 
 from __future__ import annotations
 
 from alembic import context
 from sqlalchemy import create_engine, pool
 
-from service.db.models import metadata
+from modelreg.db.models import metadata
 
 config = context.config
 
 
 def run_migrations() -> None:
     url = config.get_main_option("sqlalchemy.url")
-    assert url is not None, "service.db.migrate sets sqlalchemy.url"
+    assert url is not None, "modelreg.db.migrate sets sqlalchemy.url"
     if context.is_offline_mode():
         context.configure(url=url, target_metadata=metadata, literal_binds=True)
         with context.begin_transaction():
