@@ -60,15 +60,15 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.metrics import f1_score
 from sklearn.model_selection import train_test_split
 
-from modelreg import champion_reads
 from modelreg.app import create_app
 from modelreg.config import Settings, load_settings
-from modelreg.dataset_content import load_xy
 from modelreg.db import migrate
+from modelreg.environments import reads as champion_reads
 from modelreg.errors import NoEligibleModel, NotFound
 from modelreg.evaluation.answers import decode
 from modelreg.evaluation.child import Spec
 from modelreg.evaluation.confined import confined_for
+from modelreg.evaluation.content import load_xy
 from modelreg.evaluation.sandbox import Executor, InProcess, Outcome
 from modelreg.evaluation.worker import Worker, process_sandbox_for
 

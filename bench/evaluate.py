@@ -8,7 +8,7 @@ The work is in ``evalbench.py``; see there and ``bench/README.md``.
 This file is deliberately tiny and imports nothing at module level: the sandbox's
 children are forked from a ``multiprocessing`` fork server, and every child
 re-executes the parent's main script (as ``__mp_main__``) before it runs the job.
-In service the main module is ``modelreg.cli`` (``python -m modelreg.cli worker``,
+In service the main module is ``modelreg.cli.main`` (``python -m modelreg worker``,
 preloaded by the fork server) or the 8-line ``modelreg`` console script, so that
 costs nothing; a benchmark whose main script compiled 700 lines and imported the
 Flask app would add its own import time to every sandboxed job.

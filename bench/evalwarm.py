@@ -22,7 +22,7 @@ from pathlib import Path
 import joblib
 from sklearn.ensemble import RandomForestClassifier
 
-from modelreg.dataset_content import load_xy
+from modelreg.evaluation.content import load_xy
 from modelreg.evaluation.host import predict
 
 

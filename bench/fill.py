@@ -1,7 +1,7 @@
 """Fill a fresh, migrated database with N runs through the service layer (not HTTP).
 
 The rows are the ones the service itself writes: models and versions through
-``modelreg.registry``, stages through ``registry.transition``, the dataset, the
+``modelreg.registry.services``, stages through ``registry.transition``, the dataset, the
 environments and the policies through their service modules, and every run through
 ``runs._insert`` + ``evaluations.add`` (the two steps of ``runs.create_run`` once its
 artifact is stored). Two shortcuts keep 100,000 runs to a few minutes, and neither
@@ -30,12 +30,16 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from modelreg import champion_reads as reads
-from modelreg import datasets, environments, evaluations, registry, runs
-from modelreg.access import Caller
-from modelreg.artifacts import LocalArtifactStore
+from modelreg.access.roles import Caller
 from modelreg.db.models import Evaluation, Run
 from modelreg.db.session import Database
+from modelreg.environments import reads
+from modelreg.environments import services as environments
+from modelreg.evaluation import datasets
+from modelreg.evaluation import services as evaluations
+from modelreg.registry import services as registry
+from modelreg.runs import services as runs
+from modelreg.storage.artifacts import LocalArtifactStore
 
 MODEL = "AImodel"
 ENV = "PROD"

@@ -32,7 +32,7 @@ PG_ADMIN_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 CHAMPION_PATH = f"/api/v1/environments/{filler.ENV}/models/{filler.MODEL}"
 FLOOR_PATH = f"/floor/{filler.ENV}/{filler.MODEL}"
 NAGLE_PATH = f"/floor-nagle/{filler.ENV}/{filler.MODEL}"
-# What `modelreg serve` gives gunicorn (service/cli.py), so the floor runs under the same.
+# What `modelreg serve` gives gunicorn (service/cli/main.py), so the floor runs under the same.
 KEEPALIVE_S = 5
 TIMEOUT_S = 120
 GRACEFUL_S = 30
@@ -170,7 +170,7 @@ READER_SECRET = "mr_bench-reader-secret-not-for-production"
 
 
 def add_reader_token(url: str) -> None:
-    from modelreg import tokens
+    from modelreg.access import tokens
     from modelreg.db.models import ApiToken
     from modelreg.db.session import Database
 
@@ -205,7 +205,7 @@ def server_env(url: str, data_dir: Path) -> dict[str, str]:
 
 def champion_server(runs: int, url: str, data_dir: Path, workers: int, threads: int) -> Server:
     port = free_port()
-    argv = [sys.executable, "-m", "modelreg.cli", "serve", "--host", HOST, "--port", str(port)]
+    argv = [sys.executable, "-m", "modelreg", "serve", "--host", HOST, "--port", str(port)]
     argv += ["--workers", str(workers), "--threads", str(threads)]
     return Server(
         "champion", runs, port, CHAMPION_PATH, argv, server_env(url, data_dir),

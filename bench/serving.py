@@ -60,7 +60,7 @@ class ModelregServer:
             MODELREG_ADMIN_TOKEN=ADMIN_TOKEN,
         )
         self.argv = [
-            sys.executable, "-m", "modelreg.cli", "serve", "--host", HOST,
+            sys.executable, "-m", "modelreg", "serve", "--host", HOST,
             "--port", str(self.port), "--workers", str(workers), "--threads", str(threads),
             "--no-evaluation-worker",
         ]  # fmt: skip

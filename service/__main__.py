@@ -7,6 +7,6 @@ re-execution of the command line module.
 
 from __future__ import annotations
 
-from modelreg.cli import main
+from modelreg.cli.main import main
 
 main()

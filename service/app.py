@@ -9,26 +9,20 @@ from flask import Flask, Request, request
 from flask_cors import CORS
 from flask_smorest import Api
 
-from modelreg.api import (
-    audit,
-    auth,
-    champions,
-    datasets,
-    errors,
-    health,
-    jobs,
-    models,
-    observability,
-    openapi,
-    runs,
-    tokens,
-)
-from modelreg.api.common import Context, close_sessions, ctx
-from modelreg.api.multipart import FastFormDataParser
-from modelreg.artifacts import IncomingFile, LocalArtifactStore
+from modelreg.access import audit_views as audit
+from modelreg.access import token_views as tokens
+from modelreg.access.token_cache import TokenCache
 from modelreg.config import Settings, load_settings
 from modelreg.db.session import Database
-from modelreg.token_cache import TokenCache
+from modelreg.environments import views as champions
+from modelreg.evaluation import dataset_views as datasets
+from modelreg.evaluation import job_views as jobs
+from modelreg.registry import views as models
+from modelreg.runs import views as runs
+from modelreg.storage.artifacts import IncomingFile, LocalArtifactStore
+from modelreg.web import auth, errors, health, observability, openapi
+from modelreg.web.common import Context, close_sessions, ctx
+from modelreg.web.multipart import FastFormDataParser
 
 MULTIPART_OVERHEAD = 1024 * 1024
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -137,7 +131,7 @@ def _cors(app: Flask, origins: list[str]) -> None:
     Each origin matches exactly (case-insensitively), never as a pattern or prefix.
     Browsers send tokens only when the page's script adds them: no cookies, so no
     credentials mode. A preflight from a configured origin needs no token
-    (``modelreg.api.auth``); the request that follows does.
+    (``modelreg.web.auth``); the request that follows does.
     """
     if not origins:
         return
@@ -161,7 +155,7 @@ def _cors(app: Flask, origins: list[str]) -> None:
 class _Api(Api):  # type: ignore[misc]
     # Read while Api() initializes: the documented error responses must show our shape.
     ERROR_SCHEMA = errors.ApiErrorSchema
-    # Each operation lists its error statuses (modelreg.api.openapi): no catch-all.
+    # Each operation lists its error statuses (modelreg.web.openapi): no catch-all.
     DEFAULT_ERROR_RESPONSE_NAME = None
 
     def _openapi_json(self) -> Any:
@@ -170,7 +164,7 @@ class _Api(Api):  # type: ignore[misc]
 
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
-    # No static route: every route must be declared in modelreg.api.roles.
+    # No static route: every route must be declared in modelreg.web.roles.
     app = Flask("modelreg", static_folder=None)
     # "/api/v1//models" is not "/api/v1/models": a 404, not a redirect (an HTML page).
     app.url_map.merge_slashes = False

@@ -21,7 +21,7 @@ from urllib.parse import quote
 import requests
 
 from modelreg.client.errors import RegistryError, Unreachable, error_for
-from modelreg.hashing import StreamingSha256
+from modelreg.storage.hashing import StreamingSha256
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int, int], None]

@@ -29,7 +29,7 @@ from modelreg.db.session import prepare_sqlite_file
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # pg_advisory_lock's key for schema migrations: fixed, and above the 60-bit range of
-# the per-digest artifact locks (modelreg.blobs), so it never collides with one.
+# the per-digest artifact locks (modelreg.storage.blobs), so it never collides with one.
 MIGRATION_LOCK_KEY = 0x6D6F64656C726567  # "modelreg"
 
 

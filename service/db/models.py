@@ -175,7 +175,7 @@ class Evaluation(Base):
     dataset_revision: Mapped[DatasetRevision] = relationship()
 
 
-# Job states in which an evaluation is still to come (``modelreg.jobs`` names them all).
+# Job states in which an evaluation is still to come (``modelreg.evaluation.queue`` names them all).
 JOB_ACTIVE_STATES = ("pending", "running")
 
 

@@ -113,7 +113,7 @@ class Database:
     def __init__(self, url: str, *, settle_seconds: float | None = None) -> None:
         self.url = url
         # How long a change of champion may wait for evaluations still to come
-        # (``modelreg.champions.Settling``); every session carries it.
+        # (``modelreg.changes.champions.Settling``); every session carries it.
         self.settle_seconds = settle_seconds
         self.is_sqlite = make_url(url).get_backend_name() == "sqlite"
         if self.is_sqlite:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy
 from numpy.lib import format as npy
 
-from modelreg.evaluation.metrics import Scores, score
+from modelreg.evaluation.scoring import Scores, score
 
 _LENGTH = struct.Struct(">Q")
 _MAX_HEADER = 64 * 1024

@@ -32,7 +32,7 @@ from modelreg.evaluation.host import apply_limits as _apply_limits
 __all__ = ["UNREPORTED_EXIT", "Limits", "ModelRejected", "Spec", "load_model", "main"]
 
 # Every child re-runs the worker's main module (multiprocessing's rule). When that is
-# `python -m modelreg.cli`, preloaded here, runpy warns that it is already imported:
+# `python -m modelreg.cli.main`, preloaded here, runpy warns that it is already imported:
 # true, and harmless. Children inherit this filter from the fork server.
 warnings.filterwarnings(
     "ignore", message=r".*found in sys\.modules after import of package", category=RuntimeWarning

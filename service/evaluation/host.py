@@ -10,7 +10,7 @@ bubblewrap sandbox where nothing of the service is visible but this one file
   calls ``predict`` (and ``predict_proba`` / ``classes_`` for classification) and
   encodes what it got as ``.npy`` blobs (``allow_pickle=False``) behind a JSON
   header. The worker decodes that with a size cap, checks it, and computes every
-  metric itself (:mod:`modelreg.evaluation.answers`, :mod:`modelreg.evaluation.metrics`).
+  metric itself (:mod:`modelreg.evaluation.answers`, :mod:`modelreg.evaluation.scoring`).
 * :func:`serve`: the strict level's warm host, started once per worker inside
   bubblewrap. It reads one job at a time on stdin, forks a child per job, sends
   the child's answer on stdout, and before the next job kills every other process

@@ -69,7 +69,7 @@ def _preload() -> list[str]:
     # The child module and this one (each child runs ``_child_entry`` from here), a
     # warm-up evaluation (see ``warm``), and the CLI, which the `modelreg` console
     # script re-runs by path in every child.
-    modules = [_CHILD_MODULE, __name__, "modelreg.evaluation.warm", "modelreg.cli"]
+    modules = [_CHILD_MODULE, __name__, "modelreg.evaluation.warm", "modelreg.cli.main"]
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     name = getattr(spec, "name", None)
     if name and not name.endswith("__main__") and name not in modules:

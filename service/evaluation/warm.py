@@ -15,9 +15,9 @@ from pathlib import Path
 import joblib
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
-from modelreg.dataset_content import load_xy
+from modelreg.evaluation.content import load_xy
 from modelreg.evaluation.host import predict
-from modelreg.evaluation.metrics import score
+from modelreg.evaluation.scoring import score
 
 
 def _warm() -> None:

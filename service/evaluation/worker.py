@@ -31,16 +31,21 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from modelreg import audit, champions, evaluations, jobs, logs, metrics, settling
-from modelreg.access import Caller
-from modelreg.artifacts import ArtifactStore
+from modelreg.access.roles import Caller
+from modelreg.changes import audit, champions
 from modelreg.config import Settings
-from modelreg.dataset_content import load_xy
 from modelreg.db.models import DatasetRevision, Evaluation, Job, Run, utcnow
 from modelreg.db.session import Database
+from modelreg.environments import settling
+from modelreg.evaluation import queue as jobs
+from modelreg.evaluation import services as evaluations
 from modelreg.evaluation.child import Limits, Spec
+from modelreg.evaluation.content import load_xy
 from modelreg.evaluation.sandbox import Executor, Outcome, Sandbox, score_answer
-from modelreg.registry import lock_model
+from modelreg.registry.services import lock_model
+from modelreg.runtime import logs
+from modelreg.runtime import prometheus as metrics
+from modelreg.storage.artifacts import ArtifactStore
 
 log = logging.getLogger("modelreg.worker")
 

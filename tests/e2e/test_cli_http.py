@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from modelreg.cli import main
+from modelreg.cli.main import main
 from modelreg.client import Registry
 from tests.e2e.conftest import ADMIN_TOKEN, Server, StartServer, clean_environ, free_port
 
@@ -514,7 +514,7 @@ def test_policy_apply_shows_the_diff_applies_it_once_and_then_says_no_change(
 
 
 def test_the_example_policies_file_is_valid() -> None:
-    from modelreg.commands.policy_file import load
+    from modelreg.cli.policy_file import load
 
     spec = load(Path(__file__).resolve().parents[2] / "config" / "policies.example.toml")
     assert [(w.key, w.body["versions"], w.body["stages"]) for w in spec.policies] == [
@@ -642,7 +642,7 @@ def test_errors_are_one_line_on_stderr_with_status_1_and_usage_errors_status_2(
 
 def test_the_http_commands_import_neither_flask_nor_sqlalchemy() -> None:
     code = (
-        "import sys, modelreg.commands; "
+        "import sys, modelreg.cli.remote; "
         "heavy = ('flask', 'sqlalchemy', 'sklearn', 'gunicorn'); "
         "print(sorted(m for m in heavy if m in sys.modules))"
     )

@@ -772,7 +772,7 @@ print(json.dumps({"growth_kib": after - before, "run": run.raw, **seen}))
 
 
 def blob_path(server: Server, digest: str) -> Path:
-    """Where the server stores the bytes of ``digest`` (modelreg.artifacts)."""
+    """Where the server stores the bytes of ``digest`` (modelreg.storage.artifacts)."""
     return server.artifact_root / "sha256" / digest[:2] / digest[2:4] / digest
 
 

@@ -29,8 +29,8 @@ import requests
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-from modelreg.artifacts import _pid_alive
 from modelreg.db import migrate
+from modelreg.storage.artifacts import _pid_alive
 from tests.e2e.conftest import (
     Server,
     StartServer,

@@ -94,7 +94,7 @@ def multipart(fields: dict[str, Any]) -> tuple[bytes, str]:
     """A multipart/form-data body as requests (urllib3) encodes it, and its Content-Type.
 
     Not Werkzeug's test encoder: it sends an empty file as a part without a body,
-    which no HTTP client sends and the service refuses (service/api/multipart.py).
+    which no HTTP client sends and the service refuses (service/web/multipart.py).
     A field is a string, or ``(filename, bytes, content type)`` for a file.
     """
     body, content_type = urllib3.encode_multipart_formdata(fields)

@@ -22,8 +22,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from werkzeug.test import TestResponse
 
-from modelreg.api.roles import OPEN_ENDPOINTS
 from modelreg.db.models import Base
+from modelreg.web.roles import OPEN_ENDPOINTS
 from tests.integration.conftest import (
     Api,
     create_model,

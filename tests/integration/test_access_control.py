@@ -16,14 +16,14 @@ from flask.testing import FlaskClient
 from sqlalchemy import select, update
 from werkzeug.test import TestResponse
 
-from modelreg import tokens
-from modelreg.access import ROLES, Caller, allows
-from modelreg.api.roles import OPEN_ENDPOINTS, ROUTE_ROLES, required_role
+from modelreg.access import tokens
+from modelreg.access.roles import ROLES, Caller, allows
 from modelreg.app import create_app
-from modelreg.cli import main
+from modelreg.cli.main import main
 from modelreg.config import load_settings
 from modelreg.db import migrate
 from modelreg.db.models import ApiToken, utcnow
+from modelreg.web.roles import OPEN_ENDPOINTS, ROUTE_ROLES, required_role
 from tests.integration.conftest import (
     ADMIN_TOKEN,
     Api,
@@ -102,7 +102,7 @@ def test_every_routed_endpoint_and_method_is_declared_in_the_role_table(app: Fla
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
             if method not in ROUTE_ROLES.get(rule.endpoint, {}):
                 undeclared.append(f"{rule.endpoint} {method} {rule.rule}")
-    assert undeclared == [], "declare these in modelreg.api.roles.ROUTE_ROLES"
+    assert undeclared == [], "declare these in modelreg.web.roles.ROUTE_ROLES"
 
 
 def test_only_the_health_checks_answer_without_a_token(app: Flask) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from modelreg import runs
-from modelreg.access import Caller
-from modelreg.artifacts import IncomingFile, LocalArtifactStore, StoredBlob
+from modelreg.access.roles import Caller
 from modelreg.errors import Unavailable
+from modelreg.runs import services as runs
+from modelreg.storage.artifacts import IncomingFile, LocalArtifactStore, StoredBlob
 from tests.integration.conftest import Api
 
 CONTENT = b"identical model bytes"

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from modelreg.artifacts import STALE_TMP_SECONDS, LocalArtifactStore, _where, tmp_prefix
+from modelreg.storage.artifacts import STALE_TMP_SECONDS, LocalArtifactStore, _where, tmp_prefix
 
 
 def _dead_pid() -> int:

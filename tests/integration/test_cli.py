@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from modelreg.cli import main
+from modelreg.cli.main import main
 from modelreg.db import migrate
 
 

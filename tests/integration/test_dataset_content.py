@@ -14,7 +14,8 @@ import pytest
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from modelreg import blobs, datasets
+from modelreg.evaluation import datasets
+from modelreg.storage import blobs
 from tests.integration.conftest import Api, assert_error, multipart, sha
 
 META = {"name": "wine-holdout", "target": "target", "task": "classification"}

@@ -29,8 +29,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import LinearSVC
 
-from modelreg import jobs
 from modelreg.db.models import Job
+from modelreg.evaluation import queue as jobs
 from modelreg.evaluation.confined import confined_for
 from modelreg.evaluation.sandbox import Sandbox
 from modelreg.evaluation.worker import Worker

@@ -54,7 +54,7 @@ def test_healthz_and_readyz_answer_200_when_the_database_is_reachable(api: Api) 
 def test_readyz_names_the_isolation_level_and_whether_serve_s_own_worker_runs(
     api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from modelreg import serving_state
+    from modelreg.runtime import serving_state
 
     # No embedded worker (this is no serve): the configured level, no worker to wait for.
     assert api.get("/readyz").get_json()["evaluation"] == {

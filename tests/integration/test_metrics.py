@@ -16,7 +16,7 @@ from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, update
 
-from modelreg import champions
+from modelreg.changes import champions
 from modelreg.db.models import ChampionChange, Job, ModelVersion, RegisteredModel
 from tests.integration.conftest import (
     Api,

@@ -1,4 +1,4 @@
-"""Upload bodies as the service parses them (service/api/multipart.py), on both databases."""
+"""Upload bodies as the service parses them (service/web/multipart.py), on both databases."""
 
 from __future__ import annotations
 

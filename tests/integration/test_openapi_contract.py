@@ -18,15 +18,15 @@ from typing import Any
 import pytest
 from flask import Flask
 
-from modelreg.access import ROLES
-from modelreg.api import openapi
-from modelreg.api.roles import OPEN_ENDPOINTS, required_role
+from modelreg.access.roles import ROLES
 from modelreg.app import create_app
 from modelreg.config import load_settings
+from modelreg.web import openapi
+from modelreg.web.roles import OPEN_ENDPOINTS, required_role
 from tests.integration.conftest import ADMIN_TOKEN, authorized
 
 SNAPSHOT = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
-REGENERATE = ".venv/bin/python -m modelreg.api.openapi > docs/openapi.json"
+REGENERATE = ".venv/bin/python -m modelreg.web.openapi > docs/openapi.json"
 ERROR_REF = "#/components/schemas/ApiError"
 METHODS = ("get", "put", "post", "delete", "patch")
 BODY_METHODS = {"post", "put", "patch", "delete"}

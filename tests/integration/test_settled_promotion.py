@@ -19,7 +19,7 @@ from sklearn import metrics as skm
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.tree import DecisionTreeClassifier
 
-from modelreg import settling
+from modelreg.environments import settling
 from modelreg.evaluation.sandbox import Sandbox
 from modelreg.evaluation.worker import Worker
 from tests.integration.conftest import (

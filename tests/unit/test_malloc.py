@@ -1,4 +1,4 @@
-"""modelreg serve's malloc settings (service/malloc.py)."""
+"""modelreg serve's malloc settings (service/runtime/malloc.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from modelreg.malloc import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_for_streaming
+from modelreg.runtime.malloc import MMAP_THRESHOLD, TRIM_THRESHOLD, tune_for_streaming
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc only")

@@ -1,0 +1,1 @@
+"""The layer under the features: how a change is made, audited and moves champions."""

@@ -1,0 +1,1 @@
+"""Deployment environments: their policies, champions, pins and the reads serving layers make."""

@@ -1,0 +1,92 @@
+"""Pins: a release engineer's override that serves one run regardless of ranking.
+
+Pinning and unpinning change what an environment serves: both need a reason.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.orm import Session
+
+from modelreg.access.roles import Caller
+from modelreg.changes import audit, champions
+from modelreg.db.models import Pin, PolicyRow, Run
+from modelreg.environments.services import get_policy
+from modelreg.errors import NotFound, ValidationFailed
+from modelreg.registry.services import lock_model
+
+
+def pin_target(row: PolicyRow) -> str:
+    return f"environments/{row.environment.name}/models/{row.model.name}/pin"
+
+
+def pin(
+    session: Session, environment: str, model: str, run_id: int, reason: str, *, caller: Caller
+) -> tuple[Pin, champions.Outcome]:
+    audit.require_reason(reason, "a pin")
+    row = get_policy(session, environment, model)
+    lock_model(session, row.model)
+    run = session.get(Run, run_id)
+    if run is None or run.model_version.model_id != row.model_id:
+        raise ValidationFailed.field("run_id", f"run {run_id} is not a run of {row.model.name}")
+    current = champions.pin_of(session, row.environment_id, row.model_id)
+    before = {"run_id": current.run_id, "reason": current.reason} if current else None
+    if current is None:
+        current = Pin(environment_id=row.environment_id, model_id=row.model_id, run_id=run_id)
+        session.add(current)
+    current.run_id, current.reason, current.actor = run_id, reason, caller.name
+    session.flush()
+    (outcome,) = champions.recompute(
+        session,
+        row.model,
+        trigger="pin",
+        detail=reason,
+        actor=caller.name,
+        environment_id=row.environment_id,
+    )
+    audit.record(
+        session,
+        caller,
+        "pin.set",
+        pin_target(row),
+        before=before,
+        after={"run_id": run_id, "champions": audit.champion_moves([outcome])},
+        reason=reason,
+    )
+    session.commit()
+    return current, outcome
+
+
+def unpin(
+    session: Session, environment: str, model: str, reason: str, *, caller: Caller
+) -> champions.Outcome:
+    audit.require_reason(reason, "removing a pin")
+    row = get_policy(session, environment, model)
+    lock_model(session, row.model)
+    current = champions.pin_of(session, row.environment_id, row.model_id)
+    if current is None:
+        raise NotFound(
+            f"{row.environment.name} has no pin for {row.model.name}",
+            {"environment": row.environment.name, "model": row.model.name},
+        )
+    before = {"run_id": current.run_id, "reason": current.reason}
+    session.delete(current)
+    session.flush()
+    (outcome,) = champions.recompute(
+        session,
+        row.model,
+        trigger="unpin",
+        detail=reason,
+        actor=caller.name,
+        environment_id=row.environment_id,
+    )
+    audit.record(
+        session,
+        caller,
+        "pin.remove",
+        pin_target(row),
+        before=before,
+        after={"run_id": None, "champions": audit.champion_moves([outcome])},
+        reason=reason,
+    )
+    session.commit()
+    return outcome

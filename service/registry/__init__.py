@@ -1,0 +1,1 @@
+"""Registered models and their versions: names, PEP 440 versions, stages."""

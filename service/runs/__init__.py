@@ -1,0 +1,1 @@
+"""Runs (the retrains of a version): their artifacts, params, metrics and downloads."""

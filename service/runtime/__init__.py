@@ -1,0 +1,1 @@
+"""How the processes run: gunicorn and its worker supervision, logs, Prometheus metrics, secrets."""

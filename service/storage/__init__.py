@@ -1,0 +1,1 @@
+"""Where bytes live: the content-addressed artifact store, shared blobs, hashing."""

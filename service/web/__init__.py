@@ -1,0 +1,1 @@
+"""HTTP plumbing the features share: context, errors, auth, roles, OpenAPI, health."""
