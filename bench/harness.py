@@ -170,9 +170,9 @@ READER_SECRET = "mr_bench-reader-secret-not-for-production"
 
 
 def add_reader_token(url: str) -> None:
-    from modelreg.access import tokens
     from modelreg.db.models import ApiToken
     from modelreg.db.session import Database
+    from modelreg.roles import secret_digest
 
     db = Database(url)
     try:
@@ -182,7 +182,7 @@ def add_reader_token(url: str) -> None:
                     name="bench-reader",
                     name_key="bench-reader",
                     role="reader",
-                    secret_sha256=tokens.digest(READER_SECRET),
+                    secret_sha256=secret_digest(READER_SECRET),
                     prefix=READER_SECRET[:9],
                     created_by="bench",
                 )

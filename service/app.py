@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import tempfile
 from typing import IO, Any, cast
 
 from flask import Flask, Request, request
@@ -11,7 +12,6 @@ from flask_smorest import Api
 
 from modelreg.access import audit_views as audit
 from modelreg.access import token_views as tokens
-from modelreg.access.token_cache import TokenCache
 from modelreg.config import Settings, load_settings
 from modelreg.db.session import Database
 from modelreg.environments import views as champions
@@ -23,6 +23,7 @@ from modelreg.storage.artifacts import IncomingFile, LocalArtifactStore
 from modelreg.web import auth, errors, health, observability, openapi
 from modelreg.web.common import Context, close_sessions, ctx
 from modelreg.web.multipart import FastFormDataParser
+from modelreg.web.token_cache import TokenCache
 
 MULTIPART_OVERHEAD = 1024 * 1024
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
@@ -188,11 +189,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     )
 
     api = _Api(app, spec_kwargs={"info": {"description": "Model registry and promotion service"}})
-    for blueprint in (models.blp, runs.blp, datasets.blp, champions.blp, jobs.blp, tokens.blp):
-        api.register_blueprint(blueprint)
-    api.register_blueprint(audit.blp)
-    app.register_blueprint(health.blp)
-    app.register_blueprint(observability.blp)
+    # Each feature registers its own routes, in the order the OpenAPI document lists them.
+    for feature in (models, runs, datasets, champions, jobs, tokens, audit):
+        feature.init_app(api)
+    health.init_app(app)
 
     # Timing first (and its access log last): it spans every other hook.
     observability.register(app, access_log=settings.access_log)
@@ -206,3 +206,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     _cors(app, settings.cors_origin_list)
     app.teardown_appcontext(close_sessions)
     return app
+
+
+def openapi_snapshot() -> str:
+    """The OpenAPI document of an application with default settings, in the form
+    ``docs/openapi.json`` is committed in (``modelreg openapi`` prints it; nothing is stored)."""
+    with tempfile.TemporaryDirectory() as data_dir:
+        app = create_app(load_settings(environ={}, data_dir=data_dir))
+        try:
+            return openapi.dumps(openapi.document(app))
+        finally:
+            app.extensions["modelreg"].db.dispose()

@@ -13,6 +13,7 @@ Roles are ordered: every role may do what the roles before it may.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 ROLES = ("reader", "ci", "release", "admin")
@@ -52,3 +53,12 @@ def transition_role(from_stage: str, to_stage: str) -> str:
     ('ci', 'release')
     """
     return "ci" if (from_stage, to_stage) in _CI_TRANSITIONS else "release"
+
+
+def secret_digest(secret: str) -> str:
+    """The stored form of a token's secret (the HTTP layer looks tokens up by it).
+
+    >>> secret_digest("mr_x") == hashlib.sha256(b"mr_x").hexdigest()
+    True
+    """
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()

@@ -7,7 +7,7 @@ from typing import Any
 
 import marshmallow as ma
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Api, Blueprint
 
 from modelreg.changes import audit
 from modelreg.web.common import PageArgs, UtcDateTime, list_schema, page_size, uow
@@ -61,3 +61,8 @@ class Audit(MethodView):
             page_token=args.get("page_token"),
             page_size=page_size(args),
         )
+
+
+def init_app(api: Api) -> None:
+    """Register these routes with the application's API (``create_app`` calls it)."""
+    api.register_blueprint(blp)

@@ -6,7 +6,7 @@ from typing import Any
 
 import marshmallow as ma
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Api, Blueprint
 
 from modelreg.access import tokens
 from modelreg.db.models import MAX_ID
@@ -103,3 +103,8 @@ class TokenView(MethodView):
         # This process forgets it now; the others when the commit's NOTIFY reaches them.
         ctx().token_cache.forget_all()
         return token
+
+
+def init_app(api: Api) -> None:
+    """Register these routes with the application's API (``create_app`` calls it)."""
+    api.register_blueprint(blp)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,18 +17,9 @@ from modelreg.db.models import ApiToken, utcnow
 from modelreg.db.pagination import Page, offset_page
 from modelreg.errors import AlreadyExists, NotFound, ValidationFailed
 from modelreg.names import check_name, name_key
-from modelreg.roles import ROLES, Caller
+from modelreg.roles import ROLES, Caller, secret_digest
 
 SECRET_PREFIX = "mr_"
-
-
-def digest(secret: str) -> str:
-    """The stored form of a secret.
-
-    >>> digest("mr_x") == hashlib.sha256(b"mr_x").hexdigest()
-    True
-    """
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def new_secret() -> str:
@@ -79,7 +69,7 @@ def create(
         name=name,
         name_key=name_key(name),
         role=role,
-        secret_sha256=digest(secret),
+        secret_sha256=secret_digest(secret),
         prefix=secret[: len(SECRET_PREFIX) + 6],
         created_by=caller.name,
         expires_at=expires_at,

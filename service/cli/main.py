@@ -18,11 +18,11 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
-from modelreg.cli import remote
+from modelreg.cli import remote, serving
 from modelreg.config import Settings, load_settings
 from modelreg.db import migrate
 from modelreg.errors import ConfigError
-from modelreg.runtime import logs, secrets, serving, serving_state
+from modelreg.runtime import logs, secrets, serving_state
 
 
 def _is_loopback(host: str) -> bool:
@@ -97,6 +97,14 @@ def _refuse_without_isolation(settings: Settings) -> None:
     level, reason = level_that_runs(settings, probe(settings))
     if level is None:
         raise click.ClickException(f"the embedded evaluation worker refuses to start: {reason}")
+
+
+@main.command()
+def openapi() -> None:
+    """Print the HTTP API's OpenAPI document (the form of docs/openapi.json)."""
+    from modelreg.app import openapi_snapshot
+
+    click.echo(openapi_snapshot(), nl=False)
 
 
 @main.command()

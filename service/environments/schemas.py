@@ -263,3 +263,6 @@ class PinSchema(ma.Schema):
 
 EnvironmentListSchema = list_schema(EnvironmentSchema, "EnvironmentList")
 HistorySchema = list_schema(HistoryItemSchema, "History")
+
+
+ChampionListSchema = list_schema(ChampionSchema, "ChampionList")

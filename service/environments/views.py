@@ -6,13 +6,15 @@ from typing import Any
 
 from flask import Response, jsonify, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Api, Blueprint
 
 from modelreg.clock import iso
+from modelreg.db.pagination import offset_page
 from modelreg.environments import pins
 from modelreg.environments import reads as champion_reads
 from modelreg.environments import services as environments
 from modelreg.environments.schemas import (
+    ChampionListSchema,
     ChampionSchema,
     EnvironmentBodySchema,
     EnvironmentListSchema,
@@ -28,6 +30,7 @@ from modelreg.environments.schemas import (
     UnpinBodySchema,
 )
 from modelreg.errors import BadRequest
+from modelreg.registry.services import get_model
 from modelreg.web.auth import caller
 from modelreg.web.common import (
     ETAG,
@@ -252,3 +255,19 @@ class PinView(MethodView):
         s = uow(write=True)
         pins.unpin(s, env, model, body["reason"], caller=caller())
         return _pin_doc(s, env, model, None, body["reason"])
+
+
+@blp.route("/models/<model>/champions")
+class ModelChampions(MethodView):
+    @blp.arguments(PageArgs, location="query")
+    @blp.response(200, ChampionListSchema)
+    def get(self, args: dict[str, Any], model: str) -> Any:
+        """The champion of this model in every environment"""
+        s = uow(write=False)
+        found = champion_reads.champions_of_model(s, get_model(s, model))
+        return offset_page(found, args.get("page_token"), page_size(args))
+
+
+def init_app(api: Api) -> None:
+    """Register these routes with the application's API (``create_app`` calls it)."""
+    api.register_blueprint(blp)

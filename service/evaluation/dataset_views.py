@@ -7,13 +7,12 @@ from typing import Any
 import marshmallow as ma
 from flask import Response, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Api, Blueprint
 
 from modelreg.db.models import MAX_ID, DatasetRevision
 from modelreg.errors import ValidationFailed
 from modelreg.evaluation import content as dataset_content
 from modelreg.evaluation import datasets, uploads
-from modelreg.runs.downloads import blob_response
 from modelreg.storage.artifacts import SHA256_RE, IncomingFile
 from modelreg.web.auth import caller
 from modelreg.web.common import (
@@ -29,6 +28,7 @@ from modelreg.web.common import (
     page_size,
     uow,
 )
+from modelreg.web.downloads import blob_response
 from modelreg.web.errors import ApiErrorSchema
 
 blp = Blueprint("datasets", __name__, url_prefix="/api/v1", description="External test sets")
@@ -231,3 +231,8 @@ class RevisionContentView(MethodView):
             dataset_content.media_type(fmt),
             f"{revision.label}{dataset_content.file_extension(fmt)}",
         )
+
+
+def init_app(api: Api) -> None:
+    """Register these routes with the application's API (``create_app`` calls it)."""
+    api.register_blueprint(blp)

@@ -6,7 +6,7 @@ from typing import Any
 
 import marshmallow as ma
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Api, Blueprint
 
 from modelreg.access import quotas
 from modelreg.db.models import MAX_ID
@@ -176,3 +176,8 @@ class EvaluateView(MethodView):
         )
         status = 200 if job.state == jobs.SUCCEEDED else 202
         return job, status, {"Location": f"/api/v1/jobs/{job.id}"}
+
+
+def init_app(api: Api) -> None:
+    """Register these routes with the application's API (``create_app`` calls it)."""
+    api.register_blueprint(blp)

@@ -7,19 +7,17 @@ from typing import Any
 
 import marshmallow as ma
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Api, Blueprint
 
 from modelreg.changes import champions
 from modelreg.db.models import ModelVersion
-from modelreg.db.pagination import offset_page
-from modelreg.environments import reads as champion_reads
-from modelreg.environments.schemas import ChampionSchema
 from modelreg.policies.stages import STAGES
 from modelreg.registry import services as registry
 from modelreg.web.auth import caller
 from modelreg.web.common import (
     STRING,
     Name,
+    OutcomeSchema,
     PageArgs,
     UtcDateTime,
     json_dict,
@@ -93,15 +91,6 @@ class TransitionSchema(ma.Schema):
     force = ma.fields.Boolean(load_default=False)
 
 
-class OutcomeSchema(ma.Schema):
-    environment = ma.fields.String()
-    model = ma.fields.String()
-    before = ma.fields.Integer(allow_none=True)
-    after = ma.fields.Integer(allow_none=True)
-    reason = ma.fields.String()
-    changed = ma.fields.Boolean()
-
-
 class TransitionResultSchema(ma.Schema):
     version = ma.fields.Nested(VersionSchema)
     champions = ma.fields.List(ma.fields.Nested(OutcomeSchema))
@@ -109,7 +98,6 @@ class TransitionResultSchema(ma.Schema):
 
 ModelListSchema = list_schema(ModelSchema, "ModelList")
 VersionListSchema = list_schema(VersionSchema, "VersionList")
-ChampionListSchema = list_schema(ChampionSchema, "ChampionList")
 
 
 @dataclass(frozen=True)
@@ -206,12 +194,6 @@ class Transitions(MethodView):
         return TransitionResult(mv, outcomes)
 
 
-@blp.route("/models/<model>/champions")
-class ModelChampions(MethodView):
-    @blp.arguments(PageArgs, location="query")
-    @blp.response(200, ChampionListSchema)
-    def get(self, args: dict[str, Any], model: str) -> Any:
-        """The champion of this model in every environment"""
-        s = uow(write=False)
-        found = champion_reads.champions_of_model(s, registry.get_model(s, model))
-        return offset_page(found, args.get("page_token"), page_size(args))
+def init_app(api: Api) -> None:
+    """Register these routes with the application's API (``create_app`` calls it)."""
+    api.register_blueprint(blp)

@@ -8,7 +8,7 @@ from typing import Any
 import marshmallow as ma
 from flask import Response, request
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Api, Blueprint
 
 from modelreg.db.models import MAX_ID, Evaluation, Job, Run
 from modelreg.db.pagination import offset_page
@@ -16,15 +16,14 @@ from modelreg.errors import ValidationFailed
 from modelreg.evaluation import queue as jobs
 from modelreg.evaluation import services as evaluations
 from modelreg.evaluation.job_views import JobSchema
-from modelreg.registry.views import OutcomeSchema
 from modelreg.runs import services as runs
-from modelreg.runs.downloads import blob_response
 from modelreg.storage.artifacts import SHA256_RE, IncomingFile
 from modelreg.web.auth import caller
 from modelreg.web.common import (
     RANGE_NOT_SATISFIABLE,
     STRING,
     Name,
+    OutcomeSchema,
     PageArgs,
     UtcDateTime,
     ctx,
@@ -36,6 +35,7 @@ from modelreg.web.common import (
     response_header,
     uow,
 )
+from modelreg.web.downloads import blob_response
 from modelreg.web.errors import ApiErrorSchema, error_response
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1", description="Runs and evaluations")
@@ -304,3 +304,8 @@ class Evaluations(MethodView):
         s = uow(write=False)
         runs.get_run(s, run_id)
         return offset_page(evaluations.of_run(s, run_id), args.get("page_token"), page_size(args))
+
+
+def init_app(api: Api) -> None:
+    """Register these routes with the application's API (``create_app`` calls it)."""
+    api.register_blueprint(blp)

@@ -6,7 +6,7 @@ records of the ``modelreg…`` and ``service…`` loggers to stderr as JSON:
 written while serving a request, whatever :func:`context` holds (the worker's
 ``job_id``), the fields passed as ``extra={"fields": {...}}``, and ``exc`` for a
 traceback. The access log (``access_log = true``) is such a record per request,
-from ``modelreg.roles``: method, route template, path (never the query string,
+from ``modelreg.access``: method, route template, path (never the query string,
 which may hold a credential sent by mistake), status, duration_ms, request_id
 and actor (the token's name). No header is ever logged.
 """
@@ -22,10 +22,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from flask import g, has_request_context
-
 LOGGERS = ("modelreg",)
-ACCESS_LOGGER = "modelreg.roles"
+ACCESS_LOGGER = "modelreg.access"
 
 _context: ContextVar[dict[str, Any] | None] = ContextVar("modelreg_log_context", default=None)
 
@@ -40,12 +38,19 @@ def context(**fields: Any) -> Iterator[None]:
         _context.reset(token)
 
 
+# Set by the HTTP layer for the request a thread is serving (no Flask import here:
+# the evaluation worker logs through this module too).
+_request_id: ContextVar[str | None] = ContextVar("modelreg_request_id", default=None)
+
+
+def bind_request(request_id: str | None) -> None:
+    """Name the request this thread serves from now on (``None``: no request)."""
+    _request_id.set(request_id)
+
+
 def request_id() -> str | None:
     """The current request's id, when there is a request."""
-    if not has_request_context():
-        return None
-    found: str | None = g.get("request_id")
-    return found
+    return _request_id.get()
 
 
 class JsonFormatter(logging.Formatter):

@@ -14,7 +14,7 @@ Served bytes are verified bytes. A process remembers which files it has seen
 hash to their name (:class:`VerifiedFiles`, keyed by device, inode, size, mtime
 and ctime: any write, truncation or replacement of the file changes one of them,
 and ctime cannot be set back by hand); a file it has not is hashed as it is served
-(``modelreg.runs.downloads``). A file that does not hash to its name is moved to
+(``modelreg.web.downloads``). A file that does not hash to its name is moved to
 ``quarantine/`` and is no longer served; uploading the same content again puts
 verified bytes back in its place (:meth:`LocalArtifactStore.commit`).
 """

@@ -4,7 +4,7 @@ A request carries its token only in ``Authorization: Bearer <secret>``: a token 
 the query string is refused (URLs end up in logs, histories and referrers).
 The secret is looked up by its SHA-256 on a unique index (one indexed read on
 the lookup pool; on PostgreSQL remembered until any token changes:
-``modelreg.access.token_cache``); ``MODELREG_ADMIN_TOKEN``, when set, is accepted as an admin
+``modelreg.web.token_cache``); ``MODELREG_ADMIN_TOKEN``, when set, is accepted as an admin
 token without a row (compared by its SHA-256: ``modelreg serve`` keeps no other
 form). Missing, malformed, unknown, expired and revoked tokens
 are 401; a role below the route's (``modelreg.web.route_roles``) is 403. ``/healthz``
@@ -24,10 +24,10 @@ from datetime import UTC
 from flask import Flask, Response, g, request
 from sqlalchemy import bindparam, select
 
-from modelreg.access import tokens
 from modelreg.db.models import ApiToken, utcnow
 from modelreg.errors import BadRequest, Forbidden, Unauthenticated
-from modelreg.roles import Caller, allows
+from modelreg.roles import Caller, allows, secret_digest
+from modelreg.runtime import logs
 from modelreg.web.common import ctx
 from modelreg.web.route_roles import OPEN_ENDPOINTS, required_role
 
@@ -57,7 +57,7 @@ def _caller(request_id: str) -> Caller:
     if match is None:
         raise Unauthenticated("malformed Authorization header: expected 'Bearer <token>'")
     secret = match.group(1)
-    digest = tokens.digest(secret)
+    digest = secret_digest(secret)
     admin = ctx().admin_token_digest
     if admin and hmac.compare_digest(digest, admin):
         return Caller(ADMIN_TOKEN_NAME, "admin", request_id)
@@ -88,6 +88,7 @@ def _is_cors_preflight() -> bool:
 def authenticate() -> None:
     request_id = _request_id()
     g.request_id = request_id
+    logs.bind_request(request_id)
     endpoint = request.url_rule.endpoint if request.url_rule is not None else None
     if endpoint in OPEN_ENDPOINTS:
         return
@@ -124,6 +125,11 @@ def caller() -> Caller:
     return found or Caller("anonymous", "reader", g.get("request_id", ""))
 
 
+def _unbind_request(_exc: BaseException | None) -> None:
+    logs.bind_request(None)  # the thread serves the next request under its own id
+
+
 def register(app: Flask) -> None:
     app.before_request(authenticate)
     app.after_request(_echo_request_id)
+    app.teardown_request(_unbind_request)

@@ -11,13 +11,13 @@ import marshmallow as ma
 from flask import current_app, g, request
 from sqlalchemy.orm import Session
 
-from modelreg.access.token_cache import TokenCache
 from modelreg.clock import iso
 from modelreg.config import Settings
 from modelreg.db.session import Database
 from modelreg.errors import BadRequest, ValidationFailed
 from modelreg.names import NAME_PATTERN, NAME_RE
 from modelreg.storage.artifacts import ArtifactStore
+from modelreg.web.token_cache import TokenCache
 
 
 @dataclass
@@ -248,3 +248,14 @@ def multipart_json(schema: ma.Schema, what: str, *, missing: str | None = None) 
             f"invalid {what} metadata: " + ", ".join(sorted(map(str, messages))), messages
         ) from None
     return loaded
+
+
+class OutcomeSchema(ma.Schema):
+    """What a change did to one environment's champion (every change answers with these)."""
+
+    environment = ma.fields.String()
+    model = ma.fields.String()
+    before = ma.fields.Integer(allow_none=True)
+    after = ma.fields.Integer(allow_none=True)
+    reason = ma.fields.String()
+    changed = ma.fields.Boolean()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Flask, Response, jsonify
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelreg.runtime import serving_state
@@ -42,3 +42,8 @@ def readyz() -> Response:
             "evaluation": {"isolation": embedded.isolation, "embedded_worker": "ready"},
         }
     )
+
+
+def init_app(app: Flask) -> None:
+    """The probes are no part of the versioned API (nor of its OpenAPI document)."""
+    app.register_blueprint(blp)

@@ -86,5 +86,6 @@ def _observe_and_log(response: Response) -> Response:
 
 def register(app: Flask, *, access_log: bool) -> None:
     """Call before any other hook is registered: the timing then spans them all."""
+    app.register_blueprint(blp)  # /metrics
     app.before_request(_start)
     app.after_request(_observe_and_log if access_log else _observe)

@@ -29,8 +29,6 @@ import copy
 import http
 import json
 import re
-import sys
-import tempfile
 from typing import Any
 
 from flask import Flask, Response, current_app
@@ -384,24 +382,3 @@ def json_response() -> Response:
 def dumps(doc: dict[str, Any]) -> str:
     """The snapshot's form: sorted keys, two-space indent, a final newline."""
     return json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
-
-
-def snapshot() -> str:
-    """The document of an application with default settings (nothing is stored)."""
-    from modelreg.app import create_app
-    from modelreg.config import load_settings
-
-    with tempfile.TemporaryDirectory() as data_dir:
-        app = create_app(load_settings(environ={}, data_dir=data_dir))
-        try:
-            return dumps(document(app))
-        finally:
-            app.extensions["modelreg"].db.dispose()
-
-
-def main() -> None:
-    sys.stdout.write(snapshot())
-
-
-if __name__ == "__main__":
-    main()

@@ -24,7 +24,7 @@ ROUTE_ROLES: dict[str, dict[str, str]] = {
     "models.Version": {"GET": R},
     # ci: None <-> Staging only; the service checks the stages (access.transition_role).
     "models.Transitions": {"POST": CI},
-    "models.ModelChampions": {"GET": R},
+    "environments.ModelChampions": {"GET": R},
     "runs.Runs": {"GET": R, "POST": CI},
     # Removing a run can move what PROD serves.
     "runs.RunView": {"GET": R, "DELETE": REL},

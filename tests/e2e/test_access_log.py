@@ -42,7 +42,7 @@ def test_tokens_sent_in_the_url_or_the_header_never_appear_in_the_access_log(
     access = [
         json.loads(line)
         for line in log.splitlines()
-        if line.startswith("{") and '"modelreg.roles"' in line
+        if line.startswith("{") and '"modelreg.access"' in line
     ]
     seen = {(d["method"], d["path"], d["status"]) for d in access}
     assert ("GET", "/api/v1/models", 400) in seen, log[-3000:]

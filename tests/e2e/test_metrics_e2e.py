@@ -63,7 +63,7 @@ def _access_lines(server: Server) -> list[dict[str, Any]]:
     return [
         json.loads(line)
         for line in server.log(tail=100_000).splitlines()
-        if line.startswith("{") and '"modelreg.roles"' in line
+        if line.startswith("{") and '"modelreg.access"' in line
     ]
 
 

@@ -90,7 +90,7 @@ def test_each_request_is_one_json_line_with_route_status_request_id_and_actor(
     generated = anonymous.get("/metrics")  # no token, no request id: one is made up
     assert generated.status_code == 401
 
-    access = lines("modelreg.roles")
+    access = lines("modelreg.access")
     assert [(d["method"], d["path"], d["status"]) for d in access] == [
         ("POST", "/api/v1/models", 201),
         ("POST", "/api/v1/tokens", 201),
@@ -122,7 +122,7 @@ def test_a_token_sent_in_the_query_string_is_refused_and_never_logged(
     for parameter in ("token", "access_token", "api_key"):
         assert anonymous.get(f"/metrics?{parameter}={secret}").status_code == 400
         assert logged.get(f"/models?{parameter}={secret}", headers=reader).status_code == 400
-    access = lines("modelreg.roles")
+    access = lines("modelreg.access")
     assert {d["path"] for d in access[1:]} == {"/metrics", "/api/v1/models"}
     assert secret not in json.dumps(lines())
 
@@ -134,7 +134,7 @@ def test_without_access_log_requests_write_no_line(
     try:
         api = Api(app.test_client())
         assert api.get("/models").status_code == 200
-        assert lines("modelreg.roles") == []
+        assert lines("modelreg.access") == []
     finally:
         app.extensions["modelreg"].db.dispose()
 
@@ -152,7 +152,7 @@ def test_records_written_while_serving_a_request_carry_its_id(logged: Api, lines
     mine = [d for d in lines() if d.get("request_id") == "req-500"]
     by_logger = {d["logger"]: d for d in mine}
     assert by_logger["modelreg.test"]["message"] == "about to fail"
-    assert by_logger["modelreg.roles"]["status"] == 500
+    assert by_logger["modelreg.access"]["status"] == 500
     traced = [d for d in mine if "exc" in d]
     assert traced and "kaboom" in traced[0]["exc"]
     # Outside a request: no request id at all.

@@ -1,4 +1,4 @@
-"""Remembered tokens (service/access/token_cache.py): fewer reads, and still refused at once."""
+"""Remembered tokens (service/web/token_cache.py): fewer reads, and still refused at once."""
 
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from modelreg.runs.downloads import IntegrityError
 from modelreg.storage.artifacts import CHUNK, VerifiedFiles
+from modelreg.web.downloads import IntegrityError
 from tests.integration.conftest import Api, assert_error, sha
 from tests.integration.test_dataset_content import upload as upload_dataset
 from tests.integration.test_dataset_content import wine_csv

@@ -2,7 +2,7 @@
 
 A statement-level trigger sends ``NOTIFY modelreg_tokens`` after any insert, update,
 delete or truncate of ``api_tokens``, whoever issues it. Processes that remember
-verified tokens (``modelreg.access.token_cache``) listen and forget them. The notification is
+verified tokens (``modelreg.web.token_cache``) listen and forget them. The notification is
 delivered when the transaction commits, and not at all if it rolls back. SQLite has
 no notifications and no cache: nothing to do there.
 
