@@ -35,6 +35,8 @@ class GunicornApp(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Any:
+        # Each worker builds its app after the fork (no database connection shared
+        # across processes); the rest of the command line never loads Flask.
         from modelreg.app import create_app
 
         return create_app(self.settings)
@@ -191,6 +193,7 @@ def observability() -> None:
 
 def child_exit(_server: Any, worker: Any) -> None:
     """gunicorn's ``child_exit`` hook: a dead worker's live metrics go with it."""
+    # Imported once the multiprocess directory is set: prometheus-client reads it then.
     from modelreg.runtime.prometheus import mark_process_dead
 
     mark_process_dead(worker.pid)

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from modelreg.evaluation.answers import Malformed, decode, scores_of
-from modelreg.evaluation.child import UNREPORTED_EXIT, Limits, Spec
+from modelreg.evaluation.child import UNREPORTED_EXIT, Limits, Spec, answer_of
+from modelreg.evaluation.child import main as child_main
 
 # Predictions of a million rows with a few classes' probabilities fit easily.
 MAX_ANSWER_BYTES = 256 * 1024 * 1024
@@ -276,9 +277,7 @@ def _tail(log: Path) -> str:
 
 
 def _child_entry(conn: Any, spec: dict[str, Any], limits: dict[str, Any], log: str) -> None:
-    from modelreg.evaluation.child import main
-
-    main(conn, spec, limits, log)
+    child_main(conn, spec, limits, log)
 
 
 class InProcess:
@@ -289,6 +288,4 @@ class InProcess:
     """
 
     def run(self, spec: Spec, workdir: Path, keep_alive: Callable[[], bool]) -> Outcome:
-        from modelreg.evaluation.child import answer_of
-
         return Outcome(ok=True, answer=answer_of(spec))

@@ -39,6 +39,7 @@ from modelreg.db.session import Database
 from modelreg.evaluation import queue as jobs
 from modelreg.evaluation import services as evaluations
 from modelreg.evaluation.child import Limits, Spec
+from modelreg.evaluation.confined import confined_for
 from modelreg.evaluation.content import load_xy
 from modelreg.evaluation.sandbox import Executor, Outcome, Sandbox, score_answer
 from modelreg.roles import Caller
@@ -76,8 +77,6 @@ def sandbox_for(settings: Settings) -> Executor:
     """
     if settings.evaluation_isolation == "process":
         return process_sandbox_for(settings)
-    from modelreg.evaluation.confined import confined_for
-
     return confined_for(settings)
 
 
