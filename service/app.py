@@ -20,7 +20,7 @@ from modelreg.evaluation import job_views as jobs
 from modelreg.registry import views as models
 from modelreg.runs import views as runs
 from modelreg.storage.artifacts import IncomingFile, LocalArtifactStore
-from modelreg.web import auth, errors, health, observability, openapi
+from modelreg.web import auth, error_responses, health, observability, openapi
 from modelreg.web.common import Context, close_sessions, ctx
 from modelreg.web.multipart import FastFormDataParser
 from modelreg.web.token_cache import TokenCache
@@ -64,7 +64,7 @@ def _max_file_bytes(req: Request) -> int:
 
 
 def _too_large(limit: int) -> Any:
-    return errors.error_response(
+    return error_responses.error_response(
         413, "payload_too_large", f"request body is larger than {limit} bytes", {"limit": limit}
     )
 
@@ -79,7 +79,7 @@ def _refuse_control_characters() -> Any:
         _CONTROL.search(key) or _CONTROL.search(value)
         for key, value in request.args.items(multi=True)
     ):
-        return errors.error_response(
+        return error_responses.error_response(
             400, "bad_request", "the URL contains control characters (percent-encoded or not)"
         )
     return None
@@ -102,7 +102,7 @@ def _limit_body() -> Any:
     )
     accepted = {"application/json", "multipart/form-data"} if upload else {"application/json"}
     if request.method in _BODY_METHODS and has_body and request.mimetype not in accepted:
-        return errors.error_response(
+        return error_responses.error_response(
             415,
             "unsupported_media_type",
             f"send {' or '.join(sorted(accepted))} here, not {request.mimetype!r}",
@@ -155,7 +155,7 @@ def _cors(app: Flask, origins: list[str]) -> None:
 
 class _Api(Api):  # type: ignore[misc]
     # Read while Api() initializes: the documented error responses must show our shape.
-    ERROR_SCHEMA = errors.ApiErrorSchema
+    ERROR_SCHEMA = error_responses.ApiErrorSchema
     # Each operation lists its error statuses (modelreg.web.openapi): no catch-all.
     DEFAULT_ERROR_RESPONSE_NAME = None
 
@@ -201,7 +201,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.before_request(_refuse_control_characters)
     app.before_request(_limit_body)
     # After Api(): flask-smorest registers its own handler, ours must win.
-    errors.register(app)
+    error_responses.register(app)
     app.teardown_request(_discard_uploads)
     _cors(app, settings.cors_origin_list)
     app.teardown_appcontext(close_sessions)

@@ -1,7 +1,7 @@
 """One hierarchy of errors that carry data; no HTTP here.
 
 The service layer raises these with a stable ``code``, a human message and
-machine-readable ``details``. ``modelreg.web.errors`` is the one place that maps
+machine-readable ``details``. ``modelreg.web.error_responses`` is the one place that maps
 them to status codes and the JSON error shape.
 """
 

@@ -22,7 +22,7 @@ from modelreg.web.common import (
     page_size,
     uow,
 )
-from modelreg.web.errors import ApiErrorSchema
+from modelreg.web.error_responses import ApiErrorSchema
 
 blp = Blueprint("tokens", __name__, url_prefix="/api/v1", description="API tokens (admin)")
 

@@ -20,7 +20,7 @@ from typing import IO, Any
 import click
 
 from modelreg.client import Registry, RegistryError, Unreachable
-from modelreg.client.models import Champion, Resource
+from modelreg.client.resources import Champion, Resource
 
 DEFAULT_URL = "http://127.0.0.1:5000"
 STAGES = ("None", "Staging", "Production", "Archived")

@@ -34,7 +34,7 @@ from modelreg.cli.common import (
 )
 from modelreg.cli.envs import explain_table
 from modelreg.client import NotFound, Registry
-from modelreg.client.models import Run
+from modelreg.client.resources import Run
 
 SPLIT_SEED = 42
 # (n_estimators, max_features) of each retrain of each version of the model's code.

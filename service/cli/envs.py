@@ -17,7 +17,7 @@ from modelreg.cli.common import (
     table,
 )
 from modelreg.client import NoEligibleModel
-from modelreg.client.models import Champion, Environment, Explanation
+from modelreg.client.resources import Champion, Environment, Explanation
 
 
 def champions_table(champions: Iterable[Champion]) -> str:

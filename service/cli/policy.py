@@ -24,7 +24,7 @@ from modelreg.cli.policy_file import (
     shown,
 )
 from modelreg.client import NotFound, Registry
-from modelreg.client.models import Plan, Policy
+from modelreg.client.resources import Plan, Policy
 
 
 def stored(policy: Policy | None) -> dict[str, Any] | None:

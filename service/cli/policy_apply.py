@@ -35,7 +35,7 @@ from modelreg.cli.policy_file import (
     shown,
 )
 from modelreg.client import Registry, RegistryError
-from modelreg.client.models import Environment, Plan, Policy
+from modelreg.client.resources import Environment, Plan, Policy
 
 
 @dataclass

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import click
 
-from modelreg.cli import demo, envs, models, policy, policy_apply, runs
+from modelreg.cli import demo, envs, policy, policy_apply, registry, runs
 
 
 def add_to(group: click.Group) -> None:
     """Register every HTTP command on ``group`` (the ``modelreg`` command)."""
     policy.policy.add_command(policy_apply.apply)
-    for module in (models, runs, envs, policy, demo):
+    for module in (registry, runs, envs, policy, demo):
         for command in module.COMMANDS:
             group.add_command(command)

@@ -19,8 +19,8 @@ from modelreg.cli.common import (
     short_sha,
     table,
 )
-from modelreg.cli.models import outcomes_table
-from modelreg.client.models import DatasetRevision, Evaluation, Job, Run
+from modelreg.cli.registry import outcomes_table
+from modelreg.client.resources import DatasetRevision, Evaluation, Job, Run
 from modelreg.client.transport import TerminalProgress
 
 _FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)

@@ -30,7 +30,8 @@ from modelreg.client.errors import (
     ValidationError,
 )
 from modelreg.client.loader import ChampionLoader
-from modelreg.client.models import (
+from modelreg.client.registry import Registry
+from modelreg.client.resources import (
     AuditEntry,
     Candidate,
     Champion,
@@ -50,7 +51,6 @@ from modelreg.client.models import (
     Token,
     Version,
 )
-from modelreg.client.registry import Registry
 
 __all__ = [
     "AuditEntry",

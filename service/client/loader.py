@@ -39,8 +39,8 @@ from modelreg.client.errors import (
     Unavailable,
     Unreachable,
 )
-from modelreg.client.models import Champion
 from modelreg.client.registry import Registry
+from modelreg.client.resources import Champion
 from modelreg.client.transport import sha256_of
 
 log = logging.getLogger("modelreg.loader")

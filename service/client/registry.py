@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from modelreg.client.errors import Conflict, NotFound, RegistryError
-from modelreg.client.models import (
+from modelreg.client.release import ReleaseMethods
+from modelreg.client.resources import (
     Champion,
     Dataset,
     DatasetRevision,
@@ -22,7 +23,6 @@ from modelreg.client.models import (
     Run,
     Version,
 )
-from modelreg.client.release import ReleaseMethods
 from modelreg.client.transport import (
     MultipartStream,
     Progress,

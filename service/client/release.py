@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from modelreg.client.models import (
+from modelreg.client.resources import (
     AuditEntry,
     Champion,
     Environment,

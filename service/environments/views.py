@@ -42,7 +42,7 @@ from modelreg.web.common import (
     page_size,
     uow,
 )
-from modelreg.web.errors import ApiErrorSchema
+from modelreg.web.error_responses import ApiErrorSchema
 
 blp = Blueprint(
     "environments",

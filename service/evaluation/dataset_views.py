@@ -29,7 +29,7 @@ from modelreg.web.common import (
     uow,
 )
 from modelreg.web.downloads import blob_response
-from modelreg.web.errors import ApiErrorSchema
+from modelreg.web.error_responses import ApiErrorSchema
 
 blp = Blueprint("datasets", __name__, url_prefix="/api/v1", description="External test sets")
 

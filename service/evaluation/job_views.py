@@ -15,7 +15,7 @@ from modelreg.evaluation import redaction
 from modelreg.roles import allows
 from modelreg.web.auth import caller
 from modelreg.web.common import STRING, PageArgs, UtcDateTime, ctx, list_schema, page_size, uow
-from modelreg.web.errors import ApiErrorSchema
+from modelreg.web.error_responses import ApiErrorSchema
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Server-side evaluation jobs")
 

@@ -25,7 +25,7 @@ from modelreg.web.common import (
     page_size,
     uow,
 )
-from modelreg.web.errors import ApiErrorSchema
+from modelreg.web.error_responses import ApiErrorSchema
 
 blp = Blueprint("models", __name__, url_prefix="/api/v1", description="Models and versions")
 

@@ -36,7 +36,7 @@ from modelreg.web.common import (
     uow,
 )
 from modelreg.web.downloads import blob_response
-from modelreg.web.errors import ApiErrorSchema, error_response
+from modelreg.web.error_responses import ApiErrorSchema, error_response
 
 blp = Blueprint("runs", __name__, url_prefix="/api/v1", description="Runs and evaluations")
 

@@ -7,7 +7,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from modelreg.runtime import serving_state
 from modelreg.web.common import ctx
-from modelreg.web.errors import error_response
+from modelreg.web.error_responses import error_response
 
 blp = Blueprint("health", __name__)
 

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 import click
 
 from modelreg.cli.common import STAGES, Api, api_command, items, pairs, parse_pairs, table
-from modelreg.client.models import Model, Outcome, Version
+from modelreg.client.resources import Model, Outcome, Version
 
 
 def versions_table(versions: Iterable[Version]) -> str:
