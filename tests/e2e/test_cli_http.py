@@ -212,6 +212,56 @@ def test_ci_registers_runs_in_one_command_and_people_read_them_as_tables_or_json
     cli("register", "AImodel", "1.0", tmp_path / "missing.joblib", code=2)
 
 
+def columns(line: str) -> list[str]:
+    """The cells of a plain table line: at least two spaces apart."""
+    return re.split(r"\s{2,}", line.strip())
+
+
+def test_runs_list_shows_each_runs_metrics_with_the_policys_metric_first_and_few_columns(
+    cli: Cli, server: Server, tmp_path: Path
+) -> None:
+    cli("datasets", "register", "holdout", hashlib.sha256(HOLDOUT_CSV).hexdigest())
+    scores = {"accuracy": 0.91, "f1": 0.9, "log_loss": 0.3, "precision": 0.89, "recall": 0.88}
+    reported = ["--dataset", "holdout", *(f"--metric={k}={v}" for k, v in scores.items())]
+    first = cli.json("register", "AImodel", "1.0", artifact(tmp_path, "a.bin", b"a"), *reported)
+    bare = cli.json("register", "AImodel", "1.0", artifact(tmp_path, "b.bin", b"b"))
+    cli("env", "put", "PROD")
+    cli("policy", "set", "PROD", "AImodel", "--metric", "recall", "--dataset", "holdout",
+        "--stages", "None", "--reason", "recall matters")  # fmt: skip
+
+    listed = cli("runs", "list", "AImodel")
+    header, *rows = (columns(line) for line in listed.stdout.splitlines())
+    metrics = [h for h in header if h.endswith("(reported)")]
+    assert metrics == [  # the policy's metric first, then the others, four at most
+        "recall holdout@1 (reported)",
+        "accuracy holdout@1 (reported)",
+        "f1 holdout@1 (reported)",
+        "log_loss holdout@1 (reported)",
+    ]
+    by_run = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert by_run[str(first["id"])]["recall holdout@1 (reported)"] == "0.88"
+    assert by_run[str(first["id"])]["log_loss holdout@1 (reported)"] == "0.3"
+    assert by_run[str(bare["id"])]["recall holdout@1 (reported)"] == "-"
+    assert listed.stderr.strip() == (
+        "note: 1 more metric column(s) (precision): choose with --metric NAME"
+    )
+
+    chosen = cli("runs", "list", "AImodel", "1.0", "--metric", "precision", "--metric", "f1")
+    header, *rows = (columns(line) for line in chosen.stdout.splitlines())
+    assert [h for h in header if "holdout" in h] == [
+        "precision holdout@1 (reported)",
+        "f1 holdout@1 (reported)",
+    ]
+    assert rows[0][header.index("precision holdout@1 (reported)")] == "0.89"
+    assert chosen.stderr == ""
+    typo = cli("runs", "list", "AImodel", "--metric", "f2")
+    assert typo.stderr.strip() == "note: no run has a metric named f2"
+
+    # --json: the runs exactly as the API lists them, whatever --metric says.
+    api = server.expect(server.session.get(server.api("/models/AImodel/versions/1.0/runs")), 200)
+    assert cli.json("runs", "list", "AImodel", "1.0", "--metric", "f1") == {"items": api["items"]}
+
+
 def test_a_release_engineer_promotes_widens_pins_and_pulls_from_the_command_line(
     cli: Cli, tmp_path: Path
 ) -> None:
@@ -553,6 +603,12 @@ def test_evaluate_waits_for_the_services_own_metric_and_jobs_show_it(
         if e["source"] == "verified" and e["metric"] == "f1"
     ]
     assert verified[0]["value"] == job["result"]["metrics"]["f1"]
+    listed = cli("runs", "list", "Tree", "--metric", "f1")
+    header, row = (columns(line) for line in listed.stdout.splitlines())
+    assert row[header.index("f1 wine@1 (verified)")] == str(round(verified[0]["value"], 4))
+    seven = cli("runs", "list", "Tree")  # every metric the service computes: a few shown
+    assert len([h for h in columns(seven.stdout.splitlines()[0]) if "(verified)" in h]) == 4
+    assert "more metric column(s)" in seven.stderr
 
     broken = cli.json("register", "Tree", "1.0", artifact(tmp_path, "x.joblib", b"garbage"))
     failed = cli("evaluate", broken["id"], "wine", "--wait", code=1)
