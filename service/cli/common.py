@@ -2,9 +2,9 @@
 
 Every command talking to a server takes ``--url`` (``MODELREG_URL``, default
 ``http://127.0.0.1:5000``), ``--token`` (``MODELREG_TOKEN``) and ``--json``. API and
-network errors end the command with one line on stderr and exit status 1; click's
-usage errors exit with 2. Only the client (``requests``) is imported here, never
-Flask or SQLAlchemy.
+network errors end the command with one line on stderr and exit status 1 (a 401 or
+403 says which token to pass, and how); click's usage errors exit with 2. Only the
+client (``requests``) is imported here, never Flask or SQLAlchemy.
 """
 
 from __future__ import annotations
@@ -52,10 +52,48 @@ def describe(exc: RegistryError) -> str:
     if isinstance(exc, Unreachable):
         return _unreachable(exc)
     head = f"{exc.status} {exc.code}" if exc.status else exc.code
-    text = f"{head}: {exc.message}" if head and head != "error" else exc.message
+    message = _access_advice(exc) or exc.message
+    text = f"{head}: {message}" if head and head != "error" else message
     if exc.status == 422 and exc.details:
         text += f" ({_details(exc.details)})"
     return " ".join(text.split())
+
+
+def _access_advice(exc: RegistryError) -> str | None:
+    """What a 401 or 403 asks of someone at the command line, not of an HTTP client.
+
+    >>> from modelreg.client import Forbidden, Unauthenticated
+    >>> _access_advice(Unauthenticated("this API needs a token: send 'Authorization: …'",
+    ...     status=401))  # doctest: +NORMALIZE_WHITESPACE
+    'no token or a wrong token: set MODELREG_TOKEN or pass --token
+     (create one with `modelreg token create` on the server)'
+    >>> _access_advice(Unauthenticated("this token has expired", status=401))
+    ... # doctest: +ELLIPSIS
+    'this token has expired: set MODELREG_TOKEN or pass --token (create one with ...)'
+    >>> _access_advice(Forbidden("this needs the 'release' role; the token 'bot' has 'ci'",
+    ...     status=403, details={"required": "release", "role": "ci"}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    "this needs the 'release' role; the token 'bot' has 'ci': pass a token with the
+     'release' role with --token or MODELREG_TOKEN (create one with
+     `modelreg token create --name NAME --role release` on the server)"
+    """
+    if exc.status == 401:
+        # The server names the Authorization header; keep only what a person cannot
+        # guess: that the token they gave is revoked or expired.
+        known = any(word in exc.message for word in ("revoked", "expired"))
+        why = exc.message if known else "no token or a wrong token"
+        return (
+            f"{why}: set MODELREG_TOKEN or pass --token "
+            "(create one with `modelreg token create` on the server)"
+        )
+    required = exc.details.get("required")
+    if exc.status == 403 and isinstance(required, str):
+        return (
+            f"{exc.message}: pass a token with the {required!r} role with --token or "
+            f"MODELREG_TOKEN (create one with `modelreg token create --name NAME --role "
+            f"{required}` on the server)"
+        )
+    return None
 
 
 def _details(details: dict[str, Any]) -> str:
@@ -132,7 +170,7 @@ token_option = click.option(
     envvar="MODELREG_TOKEN",
     default=None,
     metavar="SECRET",
-    help="bearer token [env: MODELREG_TOKEN]",
+    help="an API token, from `modelreg token create` on the server [env: MODELREG_TOKEN]",
 )
 
 

@@ -673,12 +673,22 @@ def test_errors_are_one_line_on_stderr_with_status_1_and_usage_errors_status_2(
     one_error_line(down, "error: cannot reach http://127.0.0.1:")
     assert down.stderr.strip().endswith("connection refused")
 
-    intruder = console("models", "list", url=server.url, token="not-a-token")
-    assert intruder.returncode == 1
-    one_error_line(intruder, "error: 401 unauthenticated:")
+    # 401 and 403 say what to do at the command line, not which HTTP header to send.
+    advice = (
+        "set MODELREG_TOKEN or pass --token (create one with `modelreg token create` on the server)"
+    )
+    for token in ("not-a-token", ""):
+        intruder = console("models", "list", url=server.url, token=token)
+        assert intruder.returncode == 1
+        one_error_line(intruder, "error: 401 unauthenticated: no token or a wrong token: ")
+        assert intruder.stderr.strip().endswith(advice) and "Authorization" not in intruder.stderr
     reader = Cli(server.url, server.token("serving", "reader"))
     forbidden = reader("env", "put", "PROD", code=1)
-    assert forbidden.stderr.startswith("error: 403 forbidden:")
+    assert forbidden.stderr.strip() == (
+        "error: 403 forbidden: this needs the 'release' role; the token 'serving' has "
+        "'reader': pass a token with the 'release' role with --token or MODELREG_TOKEN "
+        "(create one with `modelreg token create --name NAME --role release` on the server)"
+    )
 
     for argv in (
         ["champion", "PROD"],
