@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -22,7 +23,14 @@ from click.testing import CliRunner, Result
 
 from modelreg.cli.main import main
 from modelreg.client import Registry
-from tests.e2e.conftest import ADMIN_TOKEN, Server, StartServer, clean_environ, free_port
+from tests.e2e.conftest import (
+    ADMIN_TOKEN,
+    Server,
+    StartServer,
+    clean_environ,
+    free_port,
+    launch,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -716,8 +724,21 @@ def test_the_http_commands_import_neither_flask_nor_sqlalchemy() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def printed_commands(out: str) -> list[list[str]]:
+    """The ``modelreg …`` lines a demo printed for the user to paste, as argv."""
+    return [shlex.split(line) for line in out.splitlines() if line.startswith("   modelreg ")]
+
+
+def pasted(argv: list[str], *, token: str = "", cwd: Path | None = None) -> None:
+    """Run a printed command as pasted (``modelreg`` is the console script), with only
+    ``token`` in MODELREG_TOKEN and no MODELREG_URL: it must succeed."""
+    assert argv[0] == "modelreg", argv
+    done = console(*argv[1:], url="", token=token, cwd=cwd, timeout=120)
+    assert done.returncode == 0, f"{shlex.join(argv)}\n{done.stdout}{done.stderr}"
+
+
 def test_demo_runs_the_article_walkthrough_on_a_temporary_embedded_registry(
-    tmp_path: Path,
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     started = time.monotonic()
     done = subprocess.run(
@@ -743,6 +764,32 @@ def test_demo_runs_the_article_walkthrough_on_a_temporary_embedded_registry(
     assert elapsed < 60, f"the demo took {elapsed:.1f} s"
     assert list(tmp_path.iterdir()) == []  # the temporary registry is gone
 
+    # How to keep a registry, as printed: serve it, run the demo into it, then what that
+    # prints to try. Only the port moves off 5000, which another process may hold here.
+    serve, into = printed_commands(out)
+    assert serve[:2] == ["modelreg", "serve"] and into[:2] == ["modelreg", "demo"], out
+    port = free_port()
+    serve[serve.index("--port") + 1] = str(port)
+    into = [a.replace(":5000", f":{port}") for a in into]
+    base = tmp_path_factory.mktemp("kept")
+    kept = launch(
+        [MODELREG, *serve[1:]],
+        cwd=base / "data",
+        env=clean_environ(admin_token=False),
+        port=port,
+        log_path=base / "server.log",
+    )
+    try:
+        demo = console(*into[1:], url="", token="", timeout=120)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        tries = printed_commands(demo.stdout)
+        assert [t[1] for t in tries] == ["runs", "champion", "policy"], tries
+        assert not any("--token" in t for t in tries)  # --insecure-no-auth: none needed
+        for argv in tries:
+            pasted(argv)
+    finally:
+        kept.stop()
+
 
 def test_demo_against_a_running_registry_registers_once_and_refuses_an_existing_model(
     server: Server,
@@ -753,10 +800,23 @@ def test_demo_against_a_running_registry_registers_once_and_refuses_an_existing_
     prod, integ = registry.champion("PROD", "AImodel"), registry.champion("INT", "AImodel")
     assert (prod.version, integ.version) == ("1.0", "2.0")
     assert f"PROD serves run {prod.run_id} (AImodel 1.0" in done.stdout
+    # The token came from MODELREG_TOKEN: the lines to try read it from there too.
+    assert "Next, try (with MODELREG_TOKEN set, as for this demo):" in done.stdout
+    for argv in printed_commands(done.stdout):
+        assert ADMIN_TOKEN not in argv and server.url in argv
+        pasted(argv, token=ADMIN_TOKEN)
 
     again = console("demo", "--url", server.url, url="")
     assert again.returncode == 1
     one_error_line(again, f"error: model AImodel already exists at {server.url}")
-    other = console("demo", "--url", server.url, "--model", "Second", "--reported", url="")
+    other = console(
+        "demo", "--url", server.url, "--model", "Second", "--reported", "--token", ADMIN_TOKEN,
+        url="", token="",
+    )  # fmt: skip
     assert other.returncode == 0, other.stderr
     assert registry.champion("PROD", "Second").version == "1.0"
+    # Given as --token, it is repeated where the lines need it.
+    tries = printed_commands(other.stdout)
+    assert len(tries) == 3 and all(t[t.index("--token") + 1] == ADMIN_TOKEN for t in tries)
+    for argv in tries:
+        pasted(argv)
