@@ -166,9 +166,19 @@ def worker(
         db.dispose()
 
 
+class CannotServe(click.ClickException):
+    """The address to serve on is taken or not this machine's: like a usage error, exit 2."""
+
+    exit_code = 2
+
+
 @main.command()
-@click.option("--host", default=None, help="address to bind [config: host, 127.0.0.1]")
-@click.option("--port", type=int, default=None, help="port [config: port, 5000]")
+@click.option(
+    "--host", default=None, help="address to bind [env: MODELREG_HOST; config: host, 127.0.0.1]"
+)
+@click.option(
+    "--port", type=int, default=None, help="port [env: MODELREG_PORT; config: port, 5000]"
+)
 @click.option("--workers", type=int, default=None, help="worker processes [config: workers, 2]")
 @click.option("--threads", type=int, default=None, help="threads per worker [config: threads]")
 @click.option(
@@ -191,6 +201,9 @@ def serve(
     insecure_no_auth: bool,
 ) -> None:
     """Serve the API with gunicorn. Upgrades the embedded SQLite database first.
+
+    A port already in use (or an address not this machine's) is one line and exit
+    status 2, before anything starts.
 
     MODELREG_ADMIN_TOKEN (or a file named by MODELREG_ADMIN_TOKEN_FILE) is read at
     start and kept only as its SHA-256: no process of the server has it in its
@@ -220,6 +233,9 @@ def serve(
             f"--insecure-no-auth serves without access control: bind it to a loopback "
             f"address (127.0.0.1, ::1, localhost), not {settings.host!r}"
         )
+    unbindable = serving.cannot_listen(settings.host, settings.port)
+    if unbindable is not None:
+        raise CannotServe(unbindable)
     if settings.runs_worker_in_serve:
         _refuse_without_isolation(settings)
     serving.observability()
