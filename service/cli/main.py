@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelreg.cli import remote
+from modelreg.cli.common import grid
 from modelreg.config import Settings, load_settings
 from modelreg.db import migrate
 from modelreg.errors import ConfigError
@@ -110,11 +111,9 @@ def doctor() -> None:
 
     settings = _settings()
     checks = probe(settings)
-    width = max(len(c.name) for c in checks)
-    for check in checks:
-        click.echo(f"{check.name:<{width}}  {'ok  ' if check.ok else 'FAIL'}  {check.detail}")
     level, reason = level_that_runs(settings, checks)
-    click.echo(f"{'level':<{width}}  {level or 'none'}  ({reason})")
+    rows = [[c.name, "ok" if c.ok else "FAIL", c.detail] for c in checks]
+    click.echo(grid([*rows, ["level", level or "none", f"({reason})"]]))
     if level is None:
         sys.exit(1)
 

@@ -107,7 +107,8 @@ def runs_table(
     evaluations: dict[int, list[Evaluation]] | None = None,
     columns: Sequence[MetricColumn] = (),
 ) -> str:
-    """The runs, with a column per metric: the value of each run, ``-`` where it has none."""
+    """The runs of one model, with a column per metric: each run's value, ``-`` where it
+    has none."""
     found = evaluations or {}
 
     def values(run: Run) -> list[float | None]:
@@ -119,7 +120,6 @@ def runs_table(
     return table(
         [
             "id",
-            "model",
             "version",
             "#",
             *(c.header for c in columns),
@@ -132,7 +132,6 @@ def runs_table(
         [
             [
                 r.id,
-                r.model,
                 r.version,
                 r.number,
                 *values(r),
@@ -581,8 +580,9 @@ def _evaluate_model(
             f"{queued.already_scored} run(s) already scored or queued"
         )
     waiting = queued.waiting_for
-    bar = TerminalProgress(f"evaluating {queued.model} on {queued.dataset}", unit="jobs")
-    unsuccessful = api.registry.wait_for_jobs(waiting, timeout=timeout, progress=bar)
+    label = f"evaluating {queued.model} on {queued.dataset}"
+    with TerminalProgress(label, unit="jobs") as bar:
+        unsuccessful = api.registry.wait_for_jobs(waiting, timeout=timeout, progress=bar)
     failed = [j for j in unsuccessful if j.state == "failed"]
     api.out(
         {**queued.raw, "finished": len(waiting), "failed": [j.raw for j in unsuccessful]},

@@ -238,6 +238,7 @@ def test_runs_list_shows_each_runs_metrics_with_the_policys_metric_first_and_few
         "--stages", "None", "--reason", "recall matters")  # fmt: skip
 
     listed = cli("runs", "list", "AImodel")
+    assert "\x1b" not in listed.stdout  # not a terminal: plain text
     header, *rows = (columns(line) for line in listed.stdout.splitlines())
     metrics = [h for h in header if h.endswith("(reported)")]
     assert metrics == [  # the policy's metric first, then the others, four at most
