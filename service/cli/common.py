@@ -2,16 +2,19 @@
 
 Every command talking to a server takes ``--url`` (``MODELREG_URL``, default
 ``http://127.0.0.1:5000``), ``--token`` (``MODELREG_TOKEN``) and ``--json``. API and
-network errors end the command with one line on stderr and exit status 1; click's
-usage errors exit with 2. Only the client (``requests``) is imported here, never
-Flask or SQLAlchemy.
+network errors end the command with one line on stderr and exit status 1 (a 401 or
+403 says which token to pass, and how); click's usage errors exit with 2. Only the
+client (``requests``) is imported here, never Flask or SQLAlchemy.
 """
 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import re
+import shutil
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,10 +55,48 @@ def describe(exc: RegistryError) -> str:
     if isinstance(exc, Unreachable):
         return _unreachable(exc)
     head = f"{exc.status} {exc.code}" if exc.status else exc.code
-    text = f"{head}: {exc.message}" if head and head != "error" else exc.message
+    message = _access_advice(exc) or exc.message
+    text = f"{head}: {message}" if head and head != "error" else message
     if exc.status == 422 and exc.details:
         text += f" ({_details(exc.details)})"
     return " ".join(text.split())
+
+
+def _access_advice(exc: RegistryError) -> str | None:
+    """What a 401 or 403 asks of someone at the command line, not of an HTTP client.
+
+    >>> from modelreg.client import Forbidden, Unauthenticated
+    >>> _access_advice(Unauthenticated("this API needs a token: send 'Authorization: …'",
+    ...     status=401))  # doctest: +NORMALIZE_WHITESPACE
+    'no token or a wrong token: set MODELREG_TOKEN or pass --token
+     (create one with `modelreg token create` on the server)'
+    >>> _access_advice(Unauthenticated("this token has expired", status=401))
+    ... # doctest: +ELLIPSIS
+    'this token has expired: set MODELREG_TOKEN or pass --token (create one with ...)'
+    >>> _access_advice(Forbidden("this needs the 'release' role; the token 'bot' has 'ci'",
+    ...     status=403, details={"required": "release", "role": "ci"}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    "this needs the 'release' role; the token 'bot' has 'ci': pass a token with the
+     'release' role with --token or MODELREG_TOKEN (create one with
+     `modelreg token create --name NAME --role release` on the server)"
+    """
+    if exc.status == 401:
+        # The server names the Authorization header; keep only what a person cannot
+        # guess: that the token they gave is revoked or expired.
+        known = any(word in exc.message for word in ("revoked", "expired"))
+        why = exc.message if known else "no token or a wrong token"
+        return (
+            f"{why}: set MODELREG_TOKEN or pass --token "
+            "(create one with `modelreg token create` on the server)"
+        )
+    required = exc.details.get("required")
+    if exc.status == 403 and isinstance(required, str):
+        return (
+            f"{exc.message}: pass a token with the {required!r} role with --token or "
+            f"MODELREG_TOKEN (create one with `modelreg token create --name NAME --role "
+            f"{required}` on the server)"
+        )
+    return None
 
 
 def _details(details: dict[str, Any]) -> str:
@@ -132,7 +173,7 @@ token_option = click.option(
     envvar="MODELREG_TOKEN",
     default=None,
     metavar="SECRET",
-    help="bearer token [env: MODELREG_TOKEN]",
+    help="an API token, from `modelreg token create` on the server [env: MODELREG_TOKEN]",
 )
 
 
@@ -224,21 +265,66 @@ def cell(value: Any) -> str:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    """Plain text columns, aligned, two spaces apart.
+    """Columns under a header row, two spaces apart (a rich table, see :func:`render`).
 
     >>> print(table(["id", "name"], [[1, "AImodel"], [12, None]]))
     id  name
     1   AImodel
     12  -
+    >>> print(table(["note"], [["[bold]as typed[/], :smile:"]]))  # no markup, no emoji
+    note
+    [bold]as typed[/], :smile:
     """
+    from rich.table import Table
+    from rich.text import Text
+
     cells = [[cell(v) for v in row] for row in rows]
-    widths = [len(h) for h in headers]
+    columns = [[header, *(row[i] for row in cells)] for i, header in enumerate(headers)]
+    room = _terminal_width()
+    natural = sum(max(map(len, c)) for c in columns) + 2 * max(len(columns) - 1, 0)
+    squeezed = room is not None and natural > room
+    grid = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold", highlight=False)
+    for header, *values in columns:
+        # Too wide for the terminal: rich wraps free text to fit; ids, digests, times and
+        # numbers stay whole, their header wrapped to its longest word if need be.
+        if not squeezed or any(" " in v for v in values):
+            grid.add_column(header, overflow="fold")
+        elif len(header) <= max(map(len, values), default=0):
+            grid.add_column(header, no_wrap=True)
+        else:
+            grid.add_column(header, width=_longest_word([header, *values]), overflow="fold")
     for row in cells:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = [headers, *cells]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
-    )
+        grid.add_row(*map(Text, row))
+    narrowest = sum(map(_longest_word, columns)) + 2 * max(len(columns) - 1, 0)
+    return render(grid, narrowest=narrowest)
+
+
+def _longest_word(texts: Iterable[str]) -> int:
+    return max((len(word) for text in texts for word in text.split()), default=1)
+
+
+def _terminal_width() -> int | None:
+    """The width of the terminal stdout is, or None when it is no terminal."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+def grid(rows: Iterable[Sequence[Any]], *, keys: bool = False) -> str:
+    """Columns without a header row, two spaces apart; ``keys``: the first in bold.
+
+    >>> print(grid([["bwrap", "ok", "/usr/bin/bwrap"], ["userns", "FAIL", None]]))
+    bwrap   ok    /usr/bin/bwrap
+    userns  FAIL  -
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    found = [list(row) for row in rows]
+    columns = Table.grid(padding=(0, 2))
+    for index in range(max((len(r) for r in found), default=0)):
+        columns.add_column(style="bold" if keys and index == 0 else None, overflow="fold")
+    for row in found:
+        columns.add_row(*(Text(cell(v)) for v in row))
+    return render(columns)
 
 
 def pairs(rows: Iterable[tuple[str, Any]]) -> str:
@@ -248,9 +334,29 @@ def pairs(rows: Iterable[tuple[str, Any]]) -> str:
     model  AImodel
     stage  -
     """
-    rows = list(rows)
-    width = max((len(k) for k, _ in rows), default=0)
-    return "\n".join(f"{k.ljust(width)}  {cell(v)}".rstrip() for k, v in rows)
+    return grid(rows, keys=True)
+
+
+def render(renderable: Any, narrowest: int = 0) -> str:
+    """What ``renderable`` looks like on stdout, without trailing spaces: on a terminal,
+    styled and fitted to its width, though never narrower than ``narrowest`` (long cells
+    wrap, no word is cut); otherwise (a pipe, a file, tests) plain text, never wrapped,
+    without ANSI codes, so that scripts can cut columns."""
+    from rich.console import Console
+
+    room = _terminal_width()
+    terminal = room is not None
+    out = io.StringIO()
+    console = Console(
+        file=out,
+        force_terminal=terminal,
+        width=max(room, narrowest) if room is not None else 1_000_000,
+        markup=False,
+        emoji=False,
+        highlight=False,
+    )
+    console.print(renderable)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines())
 
 
 def short_sha(sha: str | None) -> str:

@@ -12,6 +12,7 @@ import csv
 import hashlib
 import io
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 from modelreg.cli.common import (
     CliError,
@@ -33,7 +35,7 @@ from modelreg.cli.common import (
     token_option,
 )
 from modelreg.cli.envs import explain_table
-from modelreg.client import NotFound, Registry
+from modelreg.client import NotFound, Registry, Unauthenticated
 from modelreg.client.resources import Run
 
 SPLIT_SEED = 42
@@ -47,6 +49,10 @@ POLICIES = {
     "INT": ("<=2.0", ["Staging", "Production"], "integration"),
 }
 READY_TIMEOUT_S = 30.0
+# A registry of one's own to run the demo into, as the end of a temporary one suggests:
+# loopback and port given, so MODELREG_HOST or MODELREG_PORT cannot move it elsewhere.
+KEEP_URL = "http://127.0.0.1:5000"
+KEEP_SERVE = ["modelreg", "serve", "--insecure-no-auth", "--host", "127.0.0.1", "--port", "5000"]
 
 
 @click.command(short_help="The article's walkthrough in one command: wine, INT and PROD.")
@@ -84,15 +90,68 @@ def demo(
 
     The service scores every run itself on the held-out set (verified F1); the
     policies count only those values unless --reported.
+
+    With --url, it ends with commands to try on that registry, each runnable as
+    printed (with --url, and --token when it was given as an option). Without, it
+    ends with how to serve a registry of your own to run it into.
     """
+    from_command_line = (
+        click.get_current_context().get_parameter_source("token") == ParameterSource.COMMANDLINE
+    )
     with tempfile.TemporaryDirectory(prefix="modelreg-demo-") as tmp, api_errors():
         work = Path(tmp)
         if url:
-            walkthrough(Registry(url, token), work, model, dataset, reported, timeout, url)
+            reg = Registry(url, token)
+            walkthrough(reg, work, model, dataset, reported, timeout, url)
+            needs_token = token is not None and _asks_for_tokens(url, model)
+            note = " (with MODELREG_TOKEN set, as for this demo)"
+            click.echo(f"\nNext, try{note if needs_token and not from_command_line else ''}:")
+            repeat = token if needs_token and from_command_line else None
+            for line in next_commands(model, url, repeat):
+                click.echo(f"   {line}")
             return
         with embedded_registry(work) as local:
             click.echo(f"modelreg demo on a temporary embedded registry at {local}\n")
             walkthrough(Registry(local), work, model, dataset, reported, timeout, None)
+        click.echo(
+            "\nThis registry is removed now. To keep one, serve it in a terminal of its own "
+            "(no tokens, loopback only; data in ./modelreg-data):"
+        )
+        click.echo(f"   {shlex.join(KEEP_SERVE)}")
+        click.echo("and run the demo against it from another:")
+        click.echo(f"   {shlex.join(['modelreg', 'demo', '--url', KEEP_URL])}")
+
+
+def next_commands(model: str, url: str, token: str | None) -> list[str]:
+    """What to try on the registry the demo wrote into: each line runs as printed.
+
+    ``token``: to repeat, when the registry asks for one and it was given on the demo's
+    command line (one taken from ``MODELREG_TOKEN`` is read from there again).
+
+    >>> for line in next_commands("AImodel", "http://reg:5000", None): print(line)
+    modelreg runs list AImodel --url http://reg:5000
+    modelreg champion PROD AImodel --explain --url http://reg:5000
+    modelreg policy plan PROD AImodel --versions '<=2.0' --url http://reg:5000
+    """
+    auth = ["--url", url, *(["--token", token] if token else [])]
+    return [
+        shlex.join(["modelreg", *args, *auth])
+        for args in (
+            ["runs", "list", model],
+            ["champion", "PROD", model, "--explain"],
+            ["policy", "plan", "PROD", model, "--versions", "<=2.0"],
+        )
+    ]
+
+
+def _asks_for_tokens(url: str, model: str) -> bool:
+    """Whether the registry refuses a caller without a token (one serving with
+    --insecure-no-auth does not: the commands to try then need none)."""
+    try:
+        Registry(url).model(model)
+    except Unauthenticated:
+        return True
+    return False
 
 
 def walkthrough(
@@ -217,17 +276,8 @@ def walkthrough(
         except NotFound:
             served = "nothing (no eligible run)"
         click.echo(f"   {env:<4} serves {served}")
-    click.echo(f"7. Why PROD serves what it serves (modelreg champion PROD {model} --explain):")
+    click.echo("7. Why PROD serves what it serves:")
     click.echo(_indent(explain_table(reg.explain("PROD", model))))
-    if remote:
-        click.echo(
-            f"\nNext, try: modelreg policy plan PROD {model} --versions '<=2.0' --url {remote}"
-        )
-    else:
-        click.echo(
-            "\nThis registry is removed now. To keep one: modelreg serve, then "
-            "modelreg demo --url http://127.0.0.1:5000 --token <secret>"
-        )
 
 
 def _refuse_existing(reg: Registry, model: str, remote: str | None) -> None:

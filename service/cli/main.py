@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from modelreg.cli import remote, serving
+from modelreg.cli.common import grid
 from modelreg.config import Settings, load_settings
 from modelreg.db import migrate
 from modelreg.errors import ConfigError
@@ -118,11 +119,9 @@ def doctor() -> None:
 
     settings = _settings()
     checks = probe(settings)
-    width = max(len(c.name) for c in checks)
-    for check in checks:
-        click.echo(f"{check.name:<{width}}  {'ok  ' if check.ok else 'FAIL'}  {check.detail}")
     level, reason = level_that_runs(settings, checks)
-    click.echo(f"{'level':<{width}}  {level or 'none'}  ({reason})")
+    rows = [[c.name, "ok" if c.ok else "FAIL", c.detail] for c in checks]
+    click.echo(grid([*rows, ["level", level or "none", f"({reason})"]]))
     if level is None:
         sys.exit(1)
 
@@ -174,9 +173,19 @@ def worker(
         db.dispose()
 
 
+class CannotServe(click.ClickException):
+    """The address to serve on is taken or not this machine's: like a usage error, exit 2."""
+
+    exit_code = 2
+
+
 @main.command()
-@click.option("--host", default=None, help="address to bind [config: host, 127.0.0.1]")
-@click.option("--port", type=int, default=None, help="port [config: port, 5000]")
+@click.option(
+    "--host", default=None, help="address to bind [env: MODELREG_HOST; config: host, 127.0.0.1]"
+)
+@click.option(
+    "--port", type=int, default=None, help="port [env: MODELREG_PORT; config: port, 5000]"
+)
 @click.option("--workers", type=int, default=None, help="worker processes [config: workers, 2]")
 @click.option("--threads", type=int, default=None, help="threads per worker [config: threads]")
 @click.option(
@@ -199,6 +208,9 @@ def serve(
     insecure_no_auth: bool,
 ) -> None:
     """Serve the API with gunicorn. Upgrades the embedded SQLite database first.
+
+    A port already in use (or an address not this machine's) is one line and exit
+    status 2, before anything starts.
 
     MODELREG_ADMIN_TOKEN (or a file named by MODELREG_ADMIN_TOKEN_FILE) is read at
     start and kept only as its SHA-256: no process of the server has it in its
@@ -228,6 +240,9 @@ def serve(
             f"--insecure-no-auth serves without access control: bind it to a loopback "
             f"address (127.0.0.1, ::1, localhost), not {settings.host!r}"
         )
+    unbindable = serving.cannot_listen(settings.host, settings.port)
+    if unbindable is not None:
+        raise CannotServe(unbindable)
     if settings.runs_worker_in_serve:
         _refuse_without_isolation(settings)
     serving.observability()

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +21,120 @@ from modelreg.cli.common import (
     table,
 )
 from modelreg.cli.registry import outcomes_table
+from modelreg.client import NotFound
 from modelreg.client.resources import DatasetRevision, Evaluation, Job, Run
 from modelreg.client.transport import TerminalProgress
 
 _FILE = click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
 
 
-def runs_table(runs: Iterable[Run]) -> str:
+# Metric columns `runs list` shows when not told which (--metric): enough to compare
+# retrains at a glance; the service's verified evaluation alone can have a dozen metrics.
+DEFAULT_METRIC_COLUMNS = 4
+
+
+@dataclass(frozen=True)
+class MetricColumn:
+    """One metric on one dataset revision, as reported by a client or verified by the service."""
+
+    metric: str
+    dataset: str
+    source: str
+
+    @property
+    def header(self) -> str:
+        return f"{self.metric} {self.dataset} ({self.source})"
+
+
+def metric_columns(
+    evaluations: Iterable[Evaluation],
+    wanted: Sequence[str] = (),
+    policies: Sequence[tuple[str, str]] = (),
+    limit: int = DEFAULT_METRIC_COLUMNS,
+) -> tuple[list[MetricColumn], list[MetricColumn]]:
+    """The columns to show, and those left out.
+
+    With ``wanted`` metric names: every column of those metrics, in that order.
+    Otherwise the metrics of the model's ``policies`` (metric, dataset) come first,
+    then those clients reported, then the service's alone; at most ``limit``
+    columns, never splitting a metric's reported and verified values.
+
+    >>> from modelreg.client.resources import Evaluation as E
+    >>> found = [E(dataset="w@1", metric=m, value=0.9, source=s)
+    ...          for m, s in [("accuracy", "verified"), ("f1", "verified"), ("f1", "reported"),
+    ...                       ("recall", "verified"), ("log_loss", "reported")]]
+    >>> shown, left = metric_columns(found, policies=[("f1", "w@1")], limit=3)
+    >>> [c.header for c in shown]
+    ['f1 w@1 (reported)', 'f1 w@1 (verified)', 'log_loss w@1 (reported)']
+    >>> [c.header for c in left]
+    ['accuracy w@1 (verified)', 'recall w@1 (verified)']
+    >>> [c.header for c in metric_columns(found, wanted=["recall", "f1"])[0]]
+    ['recall w@1 (verified)', 'f1 w@1 (reported)', 'f1 w@1 (verified)']
+    """
+    sources: dict[tuple[str, str], set[str]] = {}
+    for e in evaluations:
+        sources.setdefault((e.metric, e.dataset), set()).add(e.source)
+    pairs = list(sources)
+    if wanted:
+        pairs = [p for p in pairs if p[0] in wanted]
+        pairs.sort(key=lambda p: (wanted.index(p[0]), p[1]))
+    else:
+        named = [m for m, _ in policies]
+
+        def rank(pair: tuple[str, str]) -> tuple[int, int, str, str]:
+            if pair in policies:
+                return (0, policies.index(pair), *pair)
+            if pair[0] in named:
+                return (1, named.index(pair[0]), *pair)
+            return (2 if "reported" in sources[pair] else 3, 0, *pair)
+
+        pairs.sort(key=rank)
+    shown: list[MetricColumn] = []
+    left: list[MetricColumn] = []
+    for metric, dataset in pairs:
+        group = [
+            MetricColumn(metric, dataset, source)
+            for source in ("reported", "verified")
+            if source in sources[(metric, dataset)]
+        ]
+        fits = wanted or not shown or len(shown) + len(group) <= limit
+        (shown if fits and not left else left).extend(group)
+    return shown, left
+
+
+def runs_table(
+    runs: Iterable[Run],
+    evaluations: dict[int, list[Evaluation]] | None = None,
+    columns: Sequence[MetricColumn] = (),
+) -> str:
+    """The runs of one model, with a column per metric: each run's value, ``-`` where it
+    has none."""
+    found = evaluations or {}
+
+    def values(run: Run) -> list[float | None]:
+        by_column = {
+            MetricColumn(e.metric, e.dataset, e.source): e.value for e in found.get(run.id, ())
+        }
+        return [by_column.get(c) for c in columns]
+
     return table(
-        ["id", "model", "version", "#", "sha256", "size", "format", "params", "created"],
+        [
+            "id",
+            "version",
+            "#",
+            *(c.header for c in columns),
+            "sha256",
+            "size",
+            "format",
+            "params",
+            "created",
+        ],
         [
             [
                 r.id,
-                r.model,
                 r.version,
                 r.number,
+                *values(r),
                 short_sha(r.sha256),
                 r.artifact.get("size"),
                 r.artifact.get("format"),
@@ -167,12 +267,58 @@ def runs() -> None:
 @runs.command("list")
 @click.argument("model")
 @click.argument("version", required=False)
+@click.option(
+    "--metric",
+    "metrics",
+    multiple=True,
+    metavar="NAME",
+    help="show this metric's columns, on every dataset (repeatable; default: the metrics "
+    f"of MODEL's policies first, at most {DEFAULT_METRIC_COLUMNS} columns)",
+)
 @api_command
-def runs_list(api: Api, model: str, version: str | None) -> None:
-    """Runs of VERSION of MODEL (of every version when VERSION is left out)."""
+def runs_list(api: Api, model: str, version: str | None, metrics: tuple[str, ...]) -> None:
+    """Runs of VERSION of MODEL (of every version when VERSION is left out), with
+    their metrics.
+
+    A metric on a dataset revision is a column, "f1 wine-holdout@1 (reported)" for
+    the value a client reported and "(verified)" for the one the service computed
+    itself; "-" where a run has none. The metrics the model's policies rank by come
+    first; a note on stderr names the columns left out. --json prints the runs as
+    the API lists them, without evaluations.
+    """
     names = [version] if version else [v.version for v in api.registry.versions(model)]
     found = [run for name in names for run in api.registry.runs(model, name)]
-    api.out(items(found), lambda: runs_table(found))
+
+    def render() -> str:
+        # The list API carries no evaluations: one request per run, for people only.
+        evaluations = {run.id: api.registry.evaluations(run.id) for run in found}
+        every = [e for listed in evaluations.values() for e in listed]
+        policies = [] if metrics else _policy_metrics(api, model)
+        shown, left = metric_columns(every, metrics, policies)
+        missing = [m for m in metrics if m not in {e.metric for e in every}]
+        if missing:
+            click.echo(f"note: no run has a metric named {', '.join(missing)}", err=True)
+        if left:
+            more = ", ".join(dict.fromkeys(c.metric for c in left))
+            click.echo(
+                f"note: {len(left)} more metric column(s) ({more}): choose with --metric NAME",
+                err=True,
+            )
+        return runs_table(found, evaluations, shown)
+
+    api.out(items(found), render)
+
+
+def _policy_metrics(api: Api, model: str) -> list[tuple[str, str]]:
+    """(metric, dataset) of MODEL's policy in each environment that has one."""
+    found = []
+    for env in api.registry.environments():
+        try:
+            policy = api.registry.policy(env.name, model)
+        except NotFound:
+            continue
+        found.append((policy.metric, policy.dataset))
+    return found
 
 
 @runs.command("show")
@@ -434,8 +580,9 @@ def _evaluate_model(
             f"{queued.already_scored} run(s) already scored or queued"
         )
     waiting = queued.waiting_for
-    bar = TerminalProgress(f"evaluating {queued.model} on {queued.dataset}", unit="jobs")
-    unsuccessful = api.registry.wait_for_jobs(waiting, timeout=timeout, progress=bar)
+    label = f"evaluating {queued.model} on {queued.dataset}"
+    with TerminalProgress(label, unit="jobs") as bar:
+        unsuccessful = api.registry.wait_for_jobs(waiting, timeout=timeout, progress=bar)
     failed = [j for j in unsuccessful if j.state == "failed"]
     api.out(
         {**queued.raw, "finished": len(waiting), "failed": [j.raw for j in unsuccessful]},

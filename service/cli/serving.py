@@ -4,9 +4,11 @@ directory its processes share, and the embedded evaluation worker beside it."""
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +59,40 @@ def gunicorn_options(settings: Settings) -> dict[str, Any]:
         # gunicorn 27's control socket is one path per user: two servers would share it.
         "control_socket_disable": True,
     }
+
+
+def cannot_listen(host: str, port: int) -> str | None:
+    """Why gunicorn could not listen on ``host:port`` now, in one line; None when it can.
+
+    A bind test with gunicorn's socket options (``SO_REUSEADDR``: a port left in
+    TIME_WAIT is free), so that a port in use is one line rather than gunicorn's
+    "Connection in use" five times over. A process that takes the port in between
+    still gets gunicorn's own error.
+
+    >>> with socket.socket() as taken:
+    ...     taken.bind(("127.0.0.1", 0)); taken.listen()
+    ...     port = taken.getsockname()[1]
+    ...     cannot_listen("127.0.0.1", port) == (
+    ...         f"port {port} on 127.0.0.1 is in use: pass --port or set MODELREG_PORT")
+    True
+    """
+    if os.environ.get("LISTEN_FDS") or os.environ.get("GUNICORN_FD"):
+        return None  # gunicorn takes sockets already bound (systemd, its own re-exec)
+    address = host.strip("[]")
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET  # as gunicorn picks
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind((address, port))
+    except socket.gaierror as exc:
+        return f"cannot listen on {host}: {exc.strerror}: pass --host or set {ENV_PREFIX}HOST"
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            return f"port {port} on {host} is in use: pass --port or set {ENV_PREFIX}PORT"
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return f"{host} is no address of this machine: pass --host or set {ENV_PREFIX}HOST"
+        return f"cannot listen on port {port} on {host}: {exc.strerror or exc}"
+    return None
 
 
 def run(settings: Settings) -> None:

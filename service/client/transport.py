@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -179,6 +180,7 @@ class MultipartStream(io.RawIOBase):
 
     def close(self) -> None:
         self._file.close()
+        close_progress(self._progress)
         super().close()
 
 
@@ -187,35 +189,89 @@ def json_part(value: Any) -> str:
 
 
 class TerminalProgress:
-    """A one-line progress bar on stderr, drawn only when stderr is a terminal.
+    """A progress bar on stderr (``rich.progress``), drawn only when stderr is a terminal.
 
-    ``unit="bytes"`` counts MiB; any other unit counts items (``3/12 jobs``).
+    Called as ``bar(done, total)``. ``unit="bytes"`` shows MB, speed and time left; any
+    other unit counts items (``3/12 jobs``). It ends its line once ``done`` reaches
+    ``total``, or at :meth:`close` (also on leaving a ``with`` block) when it never does.
     """
+
+    # Redraws at most this often: a 2 GiB upload reports each of its 2,048 chunks.
+    REFRESH_SECONDS = 0.1
 
     def __init__(self, label: str, stream: IO[str] | None = None, unit: str = "bytes") -> None:
         self.label = label
         self.unit = unit
         self.stream = stream or sys.stderr
         self.enabled = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self._last = -1
+        self._bar: Any = None  # a started rich Progress
+        self._task: Any = None
+        self._drawn_at = 0.0
 
     def __call__(self, done: int, total: int) -> None:
         if not self.enabled or total <= 0:
             return
-        percent = min(100, done * 100 // total)
-        if percent == self._last:
-            return
-        self._last = percent
-        filled = percent * 30 // 100
-        bar = "#" * filled + " " * (30 - filled)
-        end = "\n" if done >= total else ""
-        count = (
-            f"{done / 2**20:.1f}/{total / 2**20:.1f} MiB"
-            if self.unit == "bytes"
-            else f"{done}/{total} {self.unit}"
+        if self._bar is None:
+            self._start(done, total)
+        self._bar.update(self._task, completed=done, total=total)
+        now = time.monotonic()
+        if done >= total:
+            self.close()
+        elif now - self._drawn_at >= self.REFRESH_SECONDS:
+            self._drawn_at = now
+            self._bar.refresh()
+
+    def _start(self, done: int, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
         )
-        self.stream.write(f"\r{self.label} [{bar}] {percent:3d}% {count}{end}")
-        self.stream.flush()
+
+        counts = (
+            [DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn()]
+            if self.unit == "bytes"
+            else [MofNCompleteColumn(), TextColumn(self.unit), TimeElapsedColumn()]
+        )
+        self._bar = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            TaskProgressColumn(),
+            *counts,
+            console=Console(file=self.stream, force_terminal=True, highlight=False),
+            # Drawn from __call__ only: no refresh thread, and stdout left alone.
+            auto_refresh=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+        self._task = self._bar.add_task(self.label, total=total, completed=done)
+        self._bar.start()
+
+    def close(self) -> None:
+        """Draw the bar a last time, end its line and show the cursor again."""
+        if self._bar is not None:
+            bar, self._bar = self._bar, None
+            self.enabled = False
+            bar.stop()
+
+    def __enter__(self) -> TerminalProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def close_progress(progress: Progress | None) -> None:
+    """End a bar :func:`progress_for` made (a caller's own callable is left alone)."""
+    if isinstance(progress, TerminalProgress):
+        progress.close()
 
 
 def progress_for(label: str, progress: bool | Progress | None) -> Progress | None:
@@ -276,6 +332,7 @@ def save_verified(
         Path(tmp).unlink(missing_ok=True)
         raise
     finally:
+        close_progress(report)
         digest.close()
         response.close()
     return destination

@@ -287,8 +287,9 @@ def serve_in(
             break
         except pytest.fail.Exception:
             log = (base / f"server-{attempt}.log").read_text(errors="replace")
-            # gunicorn says "Connection in use: ('127.0.0.1', port)" before it gives up.
-            in_use = "Connection in use" in log or "Address already in use" in log
+            # serve's own check says "port N on 127.0.0.1 is in use"; gunicorn, when the
+            # port is taken after that check, "Connection in use: ('127.0.0.1', port)".
+            in_use = any(s in log for s in ("is in use", "Connection in use", "already in use"))
             if not in_use or attempt == 2:
                 raise
     assert proc is not None

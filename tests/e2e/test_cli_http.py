@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shlex
 import subprocess
 import sys
 import time
@@ -22,7 +23,14 @@ from click.testing import CliRunner, Result
 
 from modelreg.cli.main import main
 from modelreg.client import Registry
-from tests.e2e.conftest import ADMIN_TOKEN, Server, StartServer, clean_environ, free_port
+from tests.e2e.conftest import (
+    ADMIN_TOKEN,
+    Server,
+    StartServer,
+    clean_environ,
+    free_port,
+    launch,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -210,6 +218,57 @@ def test_ci_registers_runs_in_one_command_and_people_read_them_as_tables_or_json
     )
     assert "KEY=VALUE" in cli("register", "AImodel", "1.0", model, "--param", "x", code=2).stderr
     cli("register", "AImodel", "1.0", tmp_path / "missing.joblib", code=2)
+
+
+def columns(line: str) -> list[str]:
+    """The cells of a plain table line: at least two spaces apart."""
+    return re.split(r"\s{2,}", line.strip())
+
+
+def test_runs_list_shows_each_runs_metrics_with_the_policys_metric_first_and_few_columns(
+    cli: Cli, server: Server, tmp_path: Path
+) -> None:
+    cli("datasets", "register", "holdout", hashlib.sha256(HOLDOUT_CSV).hexdigest())
+    scores = {"accuracy": 0.91, "f1": 0.9, "log_loss": 0.3, "precision": 0.89, "recall": 0.88}
+    reported = ["--dataset", "holdout", *(f"--metric={k}={v}" for k, v in scores.items())]
+    first = cli.json("register", "AImodel", "1.0", artifact(tmp_path, "a.bin", b"a"), *reported)
+    bare = cli.json("register", "AImodel", "1.0", artifact(tmp_path, "b.bin", b"b"))
+    cli("env", "put", "PROD")
+    cli("policy", "set", "PROD", "AImodel", "--metric", "recall", "--dataset", "holdout",
+        "--stages", "None", "--reason", "recall matters")  # fmt: skip
+
+    listed = cli("runs", "list", "AImodel")
+    assert "\x1b" not in listed.stdout  # not a terminal: plain text
+    header, *rows = (columns(line) for line in listed.stdout.splitlines())
+    metrics = [h for h in header if h.endswith("(reported)")]
+    assert metrics == [  # the policy's metric first, then the others, four at most
+        "recall holdout@1 (reported)",
+        "accuracy holdout@1 (reported)",
+        "f1 holdout@1 (reported)",
+        "log_loss holdout@1 (reported)",
+    ]
+    by_run = {row[0]: dict(zip(header, row, strict=True)) for row in rows}
+    assert by_run[str(first["id"])]["recall holdout@1 (reported)"] == "0.88"
+    assert by_run[str(first["id"])]["log_loss holdout@1 (reported)"] == "0.3"
+    assert by_run[str(bare["id"])]["recall holdout@1 (reported)"] == "-"
+    assert listed.stderr.strip() == (
+        "note: 1 more metric column(s) (precision): choose with --metric NAME"
+    )
+
+    chosen = cli("runs", "list", "AImodel", "1.0", "--metric", "precision", "--metric", "f1")
+    header, *rows = (columns(line) for line in chosen.stdout.splitlines())
+    assert [h for h in header if "holdout" in h] == [
+        "precision holdout@1 (reported)",
+        "f1 holdout@1 (reported)",
+    ]
+    assert rows[0][header.index("precision holdout@1 (reported)")] == "0.89"
+    assert chosen.stderr == ""
+    typo = cli("runs", "list", "AImodel", "--metric", "f2")
+    assert typo.stderr.strip() == "note: no run has a metric named f2"
+
+    # --json: the runs exactly as the API lists them, whatever --metric says.
+    api = server.expect(server.session.get(server.api("/models/AImodel/versions/1.0/runs")), 200)
+    assert cli.json("runs", "list", "AImodel", "1.0", "--metric", "f1") == {"items": api["items"]}
 
 
 def test_a_release_engineer_promotes_widens_pins_and_pulls_from_the_command_line(
@@ -553,6 +612,12 @@ def test_evaluate_waits_for_the_services_own_metric_and_jobs_show_it(
         if e["source"] == "verified" and e["metric"] == "f1"
     ]
     assert verified[0]["value"] == job["result"]["metrics"]["f1"]
+    listed = cli("runs", "list", "Tree", "--metric", "f1")
+    header, row = (columns(line) for line in listed.stdout.splitlines())
+    assert row[header.index("f1 wine@1 (verified)")] == str(round(verified[0]["value"], 4))
+    seven = cli("runs", "list", "Tree")  # every metric the service computes: a few shown
+    assert len([h for h in columns(seven.stdout.splitlines()[0]) if "(verified)" in h]) == 4
+    assert "more metric column(s)" in seven.stderr
 
     broken = cli.json("register", "Tree", "1.0", artifact(tmp_path, "x.joblib", b"garbage"))
     failed = cli("evaluate", broken["id"], "wine", "--wait", code=1)
@@ -617,12 +682,22 @@ def test_errors_are_one_line_on_stderr_with_status_1_and_usage_errors_status_2(
     one_error_line(down, "error: cannot reach http://127.0.0.1:")
     assert down.stderr.strip().endswith("connection refused")
 
-    intruder = console("models", "list", url=server.url, token="not-a-token")
-    assert intruder.returncode == 1
-    one_error_line(intruder, "error: 401 unauthenticated:")
+    # 401 and 403 say what to do at the command line, not which HTTP header to send.
+    advice = (
+        "set MODELREG_TOKEN or pass --token (create one with `modelreg token create` on the server)"
+    )
+    for token in ("not-a-token", ""):
+        intruder = console("models", "list", url=server.url, token=token)
+        assert intruder.returncode == 1
+        one_error_line(intruder, "error: 401 unauthenticated: no token or a wrong token: ")
+        assert intruder.stderr.strip().endswith(advice) and "Authorization" not in intruder.stderr
     reader = Cli(server.url, server.token("serving", "reader"))
     forbidden = reader("env", "put", "PROD", code=1)
-    assert forbidden.stderr.startswith("error: 403 forbidden:")
+    assert forbidden.stderr.strip() == (
+        "error: 403 forbidden: this needs the 'release' role; the token 'serving' has "
+        "'reader': pass a token with the 'release' role with --token or MODELREG_TOKEN "
+        "(create one with `modelreg token create --name NAME --role release` on the server)"
+    )
 
     for argv in (
         ["champion", "PROD"],
@@ -650,8 +725,21 @@ def test_the_http_commands_import_neither_flask_nor_sqlalchemy() -> None:
     assert done.stdout.strip() == "[]"
 
 
+def printed_commands(out: str) -> list[list[str]]:
+    """The ``modelreg …`` lines a demo printed for the user to paste, as argv."""
+    return [shlex.split(line) for line in out.splitlines() if line.startswith("   modelreg ")]
+
+
+def pasted(argv: list[str], *, token: str = "", cwd: Path | None = None) -> None:
+    """Run a printed command as pasted (``modelreg`` is the console script), with only
+    ``token`` in MODELREG_TOKEN and no MODELREG_URL: it must succeed."""
+    assert argv[0] == "modelreg", argv
+    done = console(*argv[1:], url="", token=token, cwd=cwd, timeout=120)
+    assert done.returncode == 0, f"{shlex.join(argv)}\n{done.stdout}{done.stderr}"
+
+
 def test_demo_runs_the_article_walkthrough_on_a_temporary_embedded_registry(
-    tmp_path: Path,
+    tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     started = time.monotonic()
     done = subprocess.run(
@@ -677,6 +765,32 @@ def test_demo_runs_the_article_walkthrough_on_a_temporary_embedded_registry(
     assert elapsed < 60, f"the demo took {elapsed:.1f} s"
     assert list(tmp_path.iterdir()) == []  # the temporary registry is gone
 
+    # How to keep a registry, as printed: serve it, run the demo into it, then what that
+    # prints to try. Only the port moves off 5000, which another process may hold here.
+    serve, into = printed_commands(out)
+    assert serve[:2] == ["modelreg", "serve"] and into[:2] == ["modelreg", "demo"], out
+    port = free_port()
+    serve[serve.index("--port") + 1] = str(port)
+    into = [a.replace(":5000", f":{port}") for a in into]
+    base = tmp_path_factory.mktemp("kept")
+    kept = launch(
+        [MODELREG, *serve[1:]],
+        cwd=base / "data",
+        env=clean_environ(admin_token=False),
+        port=port,
+        log_path=base / "server.log",
+    )
+    try:
+        demo = console(*into[1:], url="", token="", timeout=120)
+        assert demo.returncode == 0, demo.stdout + demo.stderr
+        tries = printed_commands(demo.stdout)
+        assert [t[1] for t in tries] == ["runs", "champion", "policy"], tries
+        assert not any("--token" in t for t in tries)  # --insecure-no-auth: none needed
+        for argv in tries:
+            pasted(argv)
+    finally:
+        kept.stop()
+
 
 def test_demo_against_a_running_registry_registers_once_and_refuses_an_existing_model(
     server: Server,
@@ -687,10 +801,23 @@ def test_demo_against_a_running_registry_registers_once_and_refuses_an_existing_
     prod, integ = registry.champion("PROD", "AImodel"), registry.champion("INT", "AImodel")
     assert (prod.version, integ.version) == ("1.0", "2.0")
     assert f"PROD serves run {prod.run_id} (AImodel 1.0" in done.stdout
+    # The token came from MODELREG_TOKEN: the lines to try read it from there too.
+    assert "Next, try (with MODELREG_TOKEN set, as for this demo):" in done.stdout
+    for argv in printed_commands(done.stdout):
+        assert ADMIN_TOKEN not in argv and server.url in argv
+        pasted(argv, token=ADMIN_TOKEN)
 
     again = console("demo", "--url", server.url, url="")
     assert again.returncode == 1
     one_error_line(again, f"error: model AImodel already exists at {server.url}")
-    other = console("demo", "--url", server.url, "--model", "Second", "--reported", url="")
+    other = console(
+        "demo", "--url", server.url, "--model", "Second", "--reported", "--token", ADMIN_TOKEN,
+        url="", token="",
+    )  # fmt: skip
     assert other.returncode == 0, other.stderr
     assert registry.champion("PROD", "Second").version == "1.0"
+    # Given as --token, it is repeated where the lines need it.
+    tries = printed_commands(other.stdout)
+    assert len(tries) == 3 and all(t[t.index("--token") + 1] == ADMIN_TOKEN for t in tries)
+    for argv in tries:
+        pasted(argv)

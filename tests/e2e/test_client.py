@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -190,16 +191,31 @@ class FakeStream(io.StringIO):
         return self.tty
 
 
-def test_the_progress_bar_draws_on_a_terminal_only_once_per_percent_and_ends_its_line() -> None:
+def shown(terminal: FakeStream) -> str:
+    """What a terminal shows of what was written to it: the text, without escape codes."""
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", terminal.getvalue())
+
+
+def test_the_progress_bar_draws_on_a_terminal_only_a_few_times_and_ends_its_line() -> None:
     terminal = FakeStream(tty=True)
     bar = TerminalProgress("uploading m.joblib", stream=terminal)
-    for done in (0, 1, 50 * 2**20, 50 * 2**20, 100 * 2**20):
-        bar(done, 100 * 2**20)
+    total = 100 * 2**20
+    for done in range(0, total + 1, 2**16):  # 1,601 chunks, in a few milliseconds
+        bar(done, total)
     drawn = terminal.getvalue()
-    assert drawn.count("\r") == 3, drawn  # 0 %, 50 %, 100 %: the repeats are not redrawn
-    assert "uploading m.joblib [" in drawn
-    assert " 50% 50.0/100.0 MiB" in drawn
-    assert drawn.endswith("100% 100.0/100.0 MiB\n")
+    assert drawn.count("uploading m.joblib") < 20, drawn  # redrawn at most every 0.1 s
+    seen = shown(terminal)
+    final = seen.rstrip("\n").rsplit("\r", 1)[-1]
+    assert "uploading m.joblib" in final and "100%" in final and "104.9/104.9 MB" in final
+    assert seen.endswith("\n")
+    assert drawn.rfind("\x1b[?25h") > drawn.rfind("\x1b[?25l")  # the cursor is shown again
+    bar(total, total)  # once ended, it stays quiet
+    assert terminal.getvalue() == drawn
+
+    jobs = FakeStream(tty=True)
+    with TerminalProgress("evaluating AImodel on wine@2", stream=jobs, unit="jobs") as waits:
+        waits(3, 12)
+    assert "3/12 jobs" in shown(jobs) and shown(jobs).endswith("\n")  # closed: line ended
 
     pipe = FakeStream(tty=False)
     quiet = TerminalProgress("uploading m.joblib", stream=pipe)

@@ -173,7 +173,8 @@ def start(
                 command, cwd=data_dir, env=env_for(port), port=port, log_path=log_path
             ), log_path
         except pytest.fail.Exception:
-            in_use = "Connection in use" in log_path.read_text(errors="replace")
+            log = log_path.read_text(errors="replace")
+            in_use = "is in use" in log or "Connection in use" in log  # serve's, gunicorn's
             if not in_use or attempt == 2:
                 raise
     raise AssertionError("unreachable")
