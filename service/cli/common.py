@@ -46,23 +46,31 @@ def describe(exc: RegistryError) -> str:
     >>> describe(ValidationError("invalid policy", status=422, code="validation_error",
     ...     details={"versions": ["not a specifier"]}))
     '422 validation_error: invalid policy (versions: not a specifier)'
+    >>> describe(ValidationError("sha256 must be 64 hexadecimal characters", status=422,
+    ...     code="validation_error", details={"sha256": ["must be 64 hexadecimal characters"]}))
+    '422 validation_error: sha256 must be 64 hexadecimal characters'
     >>> describe(RegistryError("bytes differ", code="checksum_mismatch"))
     'checksum_mismatch: bytes differ'
+
+    A field whose message the server's message already says is not repeated.
     """
     if isinstance(exc, Unreachable):
         return _unreachable(exc)
     head = f"{exc.status} {exc.code}" if exc.status else exc.code
     text = f"{head}: {exc.message}" if head and head != "error" else exc.message
     if exc.status == 422 and exc.details:
-        text += f" ({_details(exc.details)})"
+        extra = _details(exc.details, exc.message)
+        if extra:
+            text += f" ({extra})"
     return " ".join(text.split())
 
 
-def _details(details: dict[str, Any]) -> str:
+def _details(details: dict[str, Any], said: str) -> str:
     parts = []
     for key, value in details.items():
         shown = "; ".join(map(str, value)) if isinstance(value, list) else str(value)
-        parts.append(f"{key}: {shown}")
+        if shown.removesuffix(".").lower() not in said.lower():
+            parts.append(f"{key}: {shown}")
     return ", ".join(parts)
 
 

@@ -101,8 +101,7 @@ def handle_http_exception(exc: HTTPException) -> Response:
     data = getattr(exc, "data", None) or {}
     if status == 422:
         details = _flatten_webargs(data.get("messages", {}))
-        fields = ", ".join(sorted(details))
-        return error_response(422, "validation_error", f"invalid request: {fields}", details)
+        return error_response(422, "validation_error", errors.summarize(details), details)
     if status == 400 and "messages" in data:
         details = _flatten_webargs(data["messages"])
         return error_response(400, "bad_request", "malformed request body", details)
