@@ -50,7 +50,7 @@ ROUTE_ROLES: dict[str, dict[str, str]] = {
     "environments.ChampionView": {"GET": R},
     "environments.ExplainView": {"GET": R},
     "environments.HistoryView": {"GET": R},
-    "environments.PinView": {"PUT": REL, "DELETE": REL},
+    "environments.PinView": {"GET": R, "PUT": REL, "DELETE": REL},
     "tokens.Tokens": {"GET": ADMIN, "POST": ADMIN},
     "tokens.TokenView": {"GET": ADMIN, "DELETE": ADMIN},
     "audit.Audit": {"GET": REL},

@@ -328,6 +328,12 @@ def test_a_release_engineer_promotes_widens_pins_and_pulls_from_the_command_line
     pinned = cli.json("pin", "PROD", "AImodel", ids["1.0a"], "--reason", "rollback")
     assert pinned["champion"]["run_id"] == ids["1.0a"]
     assert cli.json("champion", "PROD", "AImodel")["reason"] == "pinned"
+    assert [
+        (p["model"], p["run_id"], p["reason"]) for p in cli.json("env", "show", "PROD")["pins"]
+    ] == [("AImodel", ids["1.0a"], "rollback")]
+    shown = cli("env", "show", "PROD").stdout.splitlines()
+    assert shown[3].endswith("pinned run  pin reason")  # after the header pairs and a gap
+    assert shown[4].split()[-2:] == [str(ids["1.0a"]), "rollback"]
     target = tmp_path / "served" / "model.bin"
     pulled = cli.json("pull", "PROD", "AImodel", "-o", target)
     assert target.read_bytes() == b"model 1.0a"
@@ -338,6 +344,7 @@ def test_a_release_engineer_promotes_widens_pins_and_pulls_from_the_command_line
     )
     unpinned = cli("unpin", "PROD", "AImodel", "--reason", "fixed").stdout
     assert unpinned.strip() == f"PROD serves run {ids['2.0']} (AImodel 2.0 #1, f1 0.95)"
+    assert cli.json("env", "show", "PROD")["pins"] == []
     cli("pin", "PROD", "AImodel", ids["1.0a"], code=2)  # --reason is required
 
     deleted = cli.json("runs", "delete", ids["1.0a"], "--reason", "bad data")
