@@ -33,6 +33,11 @@ class CliError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+def notice(text: str) -> None:
+    """A line for people on stderr (stdout stays the result, e.g. JSON)."""
+    click.echo(f"notice: {text}", err=True)
+
+
 class InputError(CliError):
     """A file given on the command line is unusable: a usage error, exit status 2."""
 

@@ -6,7 +6,16 @@ from collections.abc import Iterable
 
 import click
 
-from modelreg.cli.common import STAGES, Api, api_command, items, pairs, parse_pairs, table
+from modelreg.cli.common import (
+    STAGES,
+    Api,
+    api_command,
+    items,
+    notice,
+    pairs,
+    parse_pairs,
+    table,
+)
 from modelreg.client.models import Model, Outcome, Version
 
 
@@ -130,8 +139,17 @@ def versions_show(api: Api, model: str, version: str) -> None:
 def versions_create(
     api: Api, model: str, version: str, description: str, tags: tuple[str, ...]
 ) -> None:
-    """Register a new version of MODEL, in stage None."""
+    """Register a new version of MODEL, in stage None.
+
+    A version written in another spelling (``v3``, ``2.0-RC1``) is stored in its
+    PEP 440 normal form (``3``, ``2.0rc1``); a notice on stderr says so.
+    """
     created = api.registry.create_version(model, version, description, parse_pairs(tags, "--tag"))
+    if created.normalized_from is not None:
+        notice(
+            f"version {created.normalized_from} is stored as {created.version} "
+            "(PEP 440 normal form)"
+        )
     api.out(created, lambda: f"{created.model} {created.version} registered (stage None)")
 
 

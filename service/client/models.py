@@ -33,6 +33,9 @@ class Version(Resource):
     description: str = ""
     tags: dict[str, Any] = field(default_factory=dict)
     created_at: str | None = None
+    # Only in the answer to create_version: how the version was written, when it is
+    # stored in another spelling (its PEP 440 normal form).
+    normalized_from: str | None = None
 
 
 @dataclass(frozen=True)

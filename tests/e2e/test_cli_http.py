@@ -159,10 +159,17 @@ def test_ci_registers_runs_in_one_command_and_people_read_them_as_tables_or_json
     assert "1.0" in cli("models", "show", "AImodel").stdout
     assert cli.json("models", "show", "AImodel")["versions"][0]["version"] == "1.0"
 
-    cli("versions", "create", "AImodel", "2.0", "--description", "new features")
+    created = cli("versions", "create", "AImodel", "2.0", "--description", "new features")
+    assert created.stderr == ""
+    normalized = cli("versions", "create", "AImodel", "v3")
+    assert normalized.stderr == "notice: version v3 is stored as 3 (PEP 440 normal form)\n"
+    assert normalized.stdout == "AImodel 3 registered (stage None)\n"
+    assert cli.json("versions", "create", "AImodel", "V4.0-RC1")["normalized_from"] == "V4.0-RC1"
     assert [v["version"] for v in cli.json("versions", "list", "AImodel")["items"]] == [
         "1.0",
         "2.0",
+        "3",
+        "4.0rc1",
     ]
     assert cli.json("versions", "list", "AImodel", "--spec", ">1.0")["items"][0]["version"] == "2.0"
     assert cli.json("versions", "show", "AImodel", "2.0.0")["description"] == "new features"
