@@ -152,6 +152,13 @@ class AlreadyExists(ServiceError):
     code = "already_exists"
 
 
+class Conflict(ServiceError):
+    """The current state forbids the change until something else is done first (a
+    version that still has runs)."""
+
+    code = "conflict"
+
+
 class InvalidTransition(ServiceError):
     code = "invalid_transition"
 

@@ -153,6 +153,28 @@ def versions_create(
     api.out(created, lambda: f"{created.model} {created.version} registered (stage None)")
 
 
+@versions.command("delete")
+@click.argument("model")
+@click.argument("version")
+@click.option("--reason", required=True, help="why (kept in the audit trail)")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="also remove its runs (their champions move, even if an environment is left with none)",
+)
+@api_command
+def versions_delete(api: Api, model: str, version: str, reason: str, force: bool) -> None:
+    """Remove VERSION of MODEL; one with runs only with --force, which removes them too.
+
+    Without --force a version with runs is refused (409 conflict, exit 1).
+    """
+    outcomes = api.registry.delete_version(model, version, reason=reason, force=force)
+    api.out(
+        {"champions": outcomes},
+        lambda: f"{model} {version} removed\n{outcomes_table(outcomes)}",
+    )
+
+
 @click.command(short_help="Move a version to another stage.")
 @click.argument("model")
 @click.argument("version")

@@ -16,12 +16,14 @@ from modelreg.environments import reads as champion_reads
 from modelreg.environments.schemas import ChampionSchema
 from modelreg.policies.stages import STAGES
 from modelreg.registry import services as registry
+from modelreg.runs import services as runs
 from modelreg.web.auth import caller
 from modelreg.web.common import (
     STRING,
     Name,
     PageArgs,
     UtcDateTime,
+    ctx,
     json_dict,
     list_schema,
     page_size,
@@ -50,6 +52,17 @@ class CreatedVersionSchema(VersionSchema):
         metadata={
             "description": "the version as written when it is stored in another spelling, "
             "its PEP 440 normal form (`v3` is stored as `3`); null when stored as written"
+        },
+    )
+
+
+class VersionDeleteSchema(ma.Schema):
+    reason = ma.fields.String(load_default="", metadata={"description": "audited"})
+    force = ma.fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "also remove the version's runs; the champions they hold move "
+            "to their successors, even if an environment is left with none"
         },
     )
 
@@ -114,6 +127,14 @@ class OutcomeSchema(ma.Schema):
 
 class TransitionResultSchema(ma.Schema):
     version = ma.fields.Nested(VersionSchema)
+    champions = ma.fields.List(ma.fields.Nested(OutcomeSchema))
+
+
+class VersionDeletedSchema(ma.Schema):
+    model = ma.fields.String()
+    version = ma.fields.String()
+    deleted = ma.fields.Boolean()
+    runs = ma.fields.List(ma.fields.Integer(), metadata={"description": "the runs removed"})
     champions = ma.fields.List(ma.fields.Nested(OutcomeSchema))
 
 
@@ -212,6 +233,37 @@ class Version(MethodView):
     def get(self, model: str, version: str) -> Any:
         """One version"""
         return registry.get_version(uow(write=False), model, version)
+
+    @blp.arguments(VersionDeleteSchema)
+    @blp.response(204, description="Removed; the version had no runs")
+    @blp.alt_response(
+        200,
+        schema=VersionDeletedSchema,
+        description="Removed with its runs (force); the champions they held moved",
+    )
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    @blp.alt_response(
+        409,
+        schema=ApiErrorSchema,
+        description="`conflict`: the version has runs (`details.runs`); send force: true",
+    )
+    def delete(self, body: dict[str, Any], model: str, version: str) -> Any:
+        """Remove a version; with force, its runs too (as removing each run with force)"""
+        c = ctx()
+        removed = runs.delete_version(
+            c.db, c.store, model, version, reason=body["reason"], force=body["force"],
+            caller=caller(),
+        )  # fmt: skip
+        if not removed.run_ids:
+            return "", 204
+        doc = {
+            "model": removed.model,
+            "version": removed.version,
+            "deleted": True,
+            "runs": removed.run_ids,
+            "champions": removed.champions,
+        }
+        return doc, 200
 
 
 @blp.route("/models/<model>/versions/<version>/transitions")

@@ -26,6 +26,7 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.NotFound: 404,
     errors.NoEligibleModel: 404,
     errors.AlreadyExists: 409,
+    errors.Conflict: 409,
     errors.InvalidTransition: 409,
     errors.WouldLeaveNoModel: 409,
     errors.PreconditionFailed: 412,

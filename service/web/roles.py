@@ -21,7 +21,8 @@ ROUTE_ROLES: dict[str, dict[str, str]] = {
     "models.Models": {"GET": R, "POST": CI},
     "models.Model": {"GET": R},
     "models.Versions": {"GET": R, "POST": CI},
-    "models.Version": {"GET": R},
+    # Removing a version (with force, its runs) can move what PROD serves, like a run.
+    "models.Version": {"GET": R, "DELETE": REL},
     # ci: None <-> Staging only; the service checks the stages (access.transition_role).
     "models.Transitions": {"POST": CI},
     "models.ModelChampions": {"GET": R},

@@ -172,6 +172,11 @@ def test_ci_registers_runs_in_one_command_and_people_read_them_as_tables_or_json
         "4.0rc1",
     ]
     assert cli.json("versions", "list", "AImodel", "--spec", ">1.0")["items"][0]["version"] == "2.0"
+    gone = cli("versions", "delete", "AImodel", "4.0rc1", "--reason", "a typo")
+    assert gone.stdout == "AImodel 4.0rc1 removed\nno champion changed\n"
+    refused = cli("versions", "delete", "AImodel", "1.0", "--reason", "x", code=1)
+    assert refused.stderr.startswith("error: 409 conflict: AImodel 1.0 has 3 run(s); send force")
+    assert "4.0rc1" not in [v["version"] for v in cli.json("versions", "list", "AImodel")["items"]]
     assert cli.json("versions", "show", "AImodel", "2.0.0")["description"] == "new features"
 
     created = cli.json(
@@ -358,6 +363,15 @@ def test_a_release_engineer_promotes_widens_pins_and_pulls_from_the_command_line
     assert [c["after"] for c in deleted["champions"] if c["changed"]] == []
     assert cli.json("champion", "PROD", "AImodel")["run_id"] == ids["2.0"]
     cli("runs", "show", ids["1.0a"], code=1)
+
+    # Withdrawing 2.0 with its run: both environments fall back to 1.0's run.
+    cli("versions", "delete", "AImodel", "2.0", "--reason", "withdrawn", code=1)  # has a run
+    withdrawn = cli.json("versions", "delete", "AImodel", "2.0", "--reason", "withdrawn", "--force")
+    assert sorted((c["environment"], c["before"], c["after"]) for c in withdrawn["champions"]) == [
+        ("INT", ids["2.0"], ids["1.0b"]),
+        ("PROD", ids["2.0"], ids["1.0b"]),
+    ]
+    cli("runs", "show", ids["2.0"], code=1)
 
 
 def test_pull_writes_only_bytes_that_match_the_champions_sha256(

@@ -634,6 +634,12 @@ def test_a_release_plans_and_puts_policies_with_if_match_and_reads_champions(
     assert unpinned is not None and unpinned.run_id == r2
     assert raises(NotFound, lambda: admin.get_pin("PROD", "Policied")).status == 404
 
+    admin.create_version("Policied", "9.0")
+    assert admin.delete_version("Policied", "9.0", reason="a typo") == []
+    assert raises(NotFound, lambda: admin.version("Policied", "9.0")).code == "not_found"
+    has_runs = raises(Conflict, lambda: admin.delete_version("Policied", "2.0", reason="x"))
+    assert (has_runs.code, has_runs.details["runs"]) == ("conflict", [r2])
+
     history = admin.history("PROD", "Policied")
     assert [(h.from_run_id, h.to_run_id) for h in history] == [
         (r1a, r2),
