@@ -545,9 +545,12 @@ def test_the_example_policies_file_is_valid() -> None:
     from modelreg.cli.policy_file import load
 
     spec = load(Path(__file__).resolve().parents[2] / "config" / "policies.example.toml")
-    assert [(w.key, w.body["versions"], w.body["stages"]) for w in spec.policies] == [
-        ("PROD/AImodel", "<=1.0", ["Production"]),
-        ("INT/AImodel", "<=2.0", ["Staging", "Production"]),
+    assert [
+        (w.key, w.body["versions"], w.body["stages"], w.body.get("require_verified"))
+        for w in spec.policies
+    ] == [
+        ("PROD/AImodel", "<=1.0", ["Production"], True),
+        ("INT/AImodel", "<=2.0", ["Staging", "Production"], None),  # the server's default
     ]
 
 
