@@ -263,7 +263,8 @@ class Version(MethodView):
             "runs": removed.run_ids,
             "champions": removed.champions,
         }
-        return doc, 200
+        # Dumped here: flask-smorest dumps with the primary response's schema only (204's).
+        return VersionDeletedSchema().dump(doc), 200
 
 
 @blp.route("/models/<model>/versions/<version>/transitions")

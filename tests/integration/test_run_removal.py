@@ -201,8 +201,11 @@ def test_forcing_removes_the_runs_and_their_pin_and_moves_the_champion_once(
         "1.0",
         True,
     )
-    moved = [(c["environment"], c["before"], c["after"]) for c in removed.json["champions"]]
-    assert moved == [("PROD", ids[1], older["id"])]
+    moved = [
+        (c["environment"], c["model"], c["before"], c["after"], c["reason"], c["changed"])
+        for c in removed.json["champions"]
+    ]
+    assert moved == [("PROD", "AImodel", ids[1], older["id"], "best", True)]
     assert_error(api.get("/models/AImodel/versions/1.0"), 404, "not_found")
     assert all(api.get(f"/runs/{run_id}").status_code == 404 for run_id in ids.values())
     assert not any(_stored(app, run) for run in runs.values())
