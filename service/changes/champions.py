@@ -54,6 +54,13 @@ from modelreg.policies import (
 from modelreg.policies import select as select_champion
 from modelreg.runtime.prometheus import note_champion_change
 
+# A run, or the runs (a version's), about to be deleted in the caller's transaction.
+Removing = int | Collection[int] | None
+
+
+def _gone(removing: int | Collection[int]) -> frozenset[int]:
+    return frozenset([removing] if isinstance(removing, int) else removing)
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -209,12 +216,12 @@ def decide(
     policy: Policy,
     *,
     contenders_only: bool = True,
-    removing: int | None = None,
+    removing: Removing = None,
 ) -> Decision:
     """The decision for one policy row over all its runs, against the stored incumbent and pin.
 
-    ``removing`` names a run that is about to be deleted: it no longer exists
-    for the decision, so neither ranking nor a pin can keep it.
+    ``removing`` names a run (or the runs) about to be deleted: they no longer exist
+    for the decision, so neither ranking nor a pin can keep them.
     """
     current = champion_row(session, row.environment_id, row.model_id)
     incumbent = current.run_id if current else None
@@ -229,7 +236,8 @@ def decide(
         always=[i for i in (incumbent, pinned) if i is not None],
     )
     if removing is not None:
-        candidates = [c for c in candidates if c.run_id != removing]
+        gone = _gone(removing)
+        candidates = [c for c in candidates if c.run_id not in gone]
     return select_champion(policy, candidates, incumbent=incumbent, pin=pinned)
 
 
@@ -287,7 +295,7 @@ SETTLE_KEY = "settle_seconds"
 
 
 def pending_evaluations(
-    session: Session, row: PolicyRow, policy: Policy, *, removing: int | None = None
+    session: Session, row: PolicyRow, policy: Policy, *, removing: Removing = None
 ) -> int:
     """Runs the policy admits whose evaluation on its revision is pending or running.
 
@@ -311,7 +319,7 @@ def pending_evaluations(
         .group_by(ModelVersion.version, ModelVersion.stage, Run.artifact_format)
     )
     if removing is not None:
-        query = query.where(Job.run_id != removing)
+        query = query.where(Job.run_id.not_in(_gone(removing)))
     return sum(n for v, stage, fmt, n in session.execute(query) if admits(policy, v, stage, fmt))
 
 
@@ -322,7 +330,7 @@ def _settling(
     current: Champion | None,
     decision: Decision,
     *,
-    removing: int | None,
+    removing: Removing,
 ) -> Settling:
     """Hold a change while admitted runs are still being scored, up to the settle limit.
 
@@ -339,7 +347,7 @@ def _settling(
     if limit <= 0:  # settling turned off: nothing is held, and no limit is "reached"
         return Settling(pending)
     if held_run is not None:
-        if held_run == removing:
+        if removing is not None and held_run in _gone(removing):
             return Settling(pending)
         run = session.get(Run, held_run)
         if run is None or not admits(
@@ -467,7 +475,7 @@ def recompute(
     actor: str,
     force: bool = True,
     environment_id: int | None = None,
-    removing: int | None = None,
+    removing: Removing = None,
     changed_run: int | None = None,
 ) -> list[Outcome]:
     """Recompute and store the champions of ``model`` (one environment, or all).

@@ -103,7 +103,7 @@ class Change:
         detail: str = "",
         force: bool = True,
         environment_id: int | None = None,
-        removing: int | None = None,
+        removing: champions.Removing = None,
         changed_run: int | None = None,
         actor: str | None = None,
     ) -> list[champions.Outcome]:

@@ -36,6 +36,11 @@ class CliError(click.ClickException):
         click.echo(f"error: {self.format_message()}", err=True)
 
 
+def notice(text: str) -> None:
+    """A line for people on stderr (stdout stays the result, e.g. JSON)."""
+    click.echo(f"notice: {text}", err=True)
+
+
 class InputError(CliError):
     """A file given on the command line is unusable: a usage error, exit status 2."""
 
@@ -49,8 +54,13 @@ def describe(exc: RegistryError) -> str:
     >>> describe(ValidationError("invalid policy", status=422, code="validation_error",
     ...     details={"versions": ["not a specifier"]}))
     '422 validation_error: invalid policy (versions: not a specifier)'
+    >>> describe(ValidationError("sha256 must be 64 hexadecimal characters", status=422,
+    ...     code="validation_error", details={"sha256": ["must be 64 hexadecimal characters"]}))
+    '422 validation_error: sha256 must be 64 hexadecimal characters'
     >>> describe(RegistryError("bytes differ", code="checksum_mismatch"))
     'checksum_mismatch: bytes differ'
+
+    A field whose message the server's message already says is not repeated.
     """
     if isinstance(exc, Unreachable):
         return _unreachable(exc)
@@ -58,7 +68,9 @@ def describe(exc: RegistryError) -> str:
     message = _access_advice(exc) or exc.message
     text = f"{head}: {message}" if head and head != "error" else message
     if exc.status == 422 and exc.details:
-        text += f" ({_details(exc.details)})"
+        extra = _details(exc.details, exc.message)
+        if extra:
+            text += f" ({extra})"
     return " ".join(text.split())
 
 
@@ -99,11 +111,12 @@ def _access_advice(exc: RegistryError) -> str | None:
     return None
 
 
-def _details(details: dict[str, Any]) -> str:
+def _details(details: dict[str, Any], said: str) -> str:
     parts = []
     for key, value in details.items():
         shown = "; ".join(map(str, value)) if isinstance(value, list) else str(value)
-        parts.append(f"{key}: {shown}")
+        if shown.removesuffix(".").lower() not in said.lower():
+            parts.append(f"{key}: {shown}")
     return ", ".join(parts)
 
 

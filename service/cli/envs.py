@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import click
@@ -16,28 +16,33 @@ from modelreg.cli.common import (
     short_sha,
     table,
 )
-from modelreg.client import NoEligibleModel
-from modelreg.client.resources import Champion, Environment, Explanation
+from modelreg.client import NoEligibleModel, NotFound
+from modelreg.client.resources import Champion, Environment, Explanation, Pin
 
 
-def champions_table(champions: Iterable[Champion]) -> str:
-    return table(
-        ["environment", "model", "version", "stage", "run", "#", "metric", "value", "dataset"],
+def champions_table(champions: Iterable[Champion], pins: Mapping[str, Pin] | None = None) -> str:
+    """One row per champion; with ``pins`` (by model), each model's pinned run and why."""
+    columns = ["environment", "model", "version", "stage", "run", "#", "metric", "value", "dataset"]
+    rows = [
         [
-            [
-                c.environment,
-                c.model,
-                c.version,
-                c.stage,
-                c.run_id,
-                c.run_number,
-                c.metric.get("name"),
-                c.value,
-                c.metric.get("dataset"),
-            ]
-            for c in champions
-        ],
-    )
+            c.environment,
+            c.model,
+            c.version,
+            c.stage,
+            c.run_id,
+            c.run_number,
+            c.metric.get("name"),
+            c.value,
+            c.metric.get("dataset"),
+        ]
+        for c in champions
+    ]
+    if pins is None:
+        return table(columns, rows)
+    for row in rows:
+        pinned = pins.get(str(row[1]))
+        row += [pinned.run_id, pinned.reason] if pinned else [None, None]
+    return table([*columns, "pinned run", "pin reason"], rows)
 
 
 def explain_table(explanation: Explanation) -> str:
@@ -120,18 +125,33 @@ def env_list(api: Api) -> None:
     api.out(items(found), render)
 
 
-def _env_text(e: Environment) -> str:
+def _env_text(e: Environment, pins: Mapping[str, Pin]) -> str:
     head = pairs([("environment", e.name), ("description", e.description)])
-    return f"{head}\n\n{champions_table(e.champions)}" if e.champions else head
+    return f"{head}\n\n{champions_table(e.champions, pins)}" if e.champions else head
+
+
+def _pins(api: Api, e: Environment) -> dict[str, Pin]:
+    """The pin of every model the environment serves (a pinned run is always served)."""
+    found = {}
+    for c in e.champions:
+        try:
+            found[c.model] = api.registry.get_pin(e.name, c.model)
+        except NotFound:
+            continue
+    return found
 
 
 @env.command("show")
 @click.argument("name")
 @api_command
 def env_show(api: Api, name: str) -> None:
-    """One environment with its champions."""
+    """One environment with its champions, and each model's pin (run and reason).
+
+    With --json: the environment's document, plus ``pins``: those of its models."""
     found = api.registry.environment(name)
-    api.out(found, lambda: _env_text(found))
+    pinned = _pins(api, found)
+    document = {**found.raw, "pins": [p.raw for p in pinned.values()]}
+    api.out(document, lambda: _env_text(found, pinned))
 
 
 @env.command("put")

@@ -6,7 +6,16 @@ from collections.abc import Iterable
 
 import click
 
-from modelreg.cli.common import STAGES, Api, api_command, items, pairs, parse_pairs, table
+from modelreg.cli.common import (
+    STAGES,
+    Api,
+    api_command,
+    items,
+    notice,
+    pairs,
+    parse_pairs,
+    table,
+)
 from modelreg.client.resources import Model, Outcome, Version
 
 
@@ -130,9 +139,40 @@ def versions_show(api: Api, model: str, version: str) -> None:
 def versions_create(
     api: Api, model: str, version: str, description: str, tags: tuple[str, ...]
 ) -> None:
-    """Register a new version of MODEL, in stage None."""
+    """Register a new version of MODEL, in stage None.
+
+    A version written in another spelling (``v3``, ``2.0-RC1``) is stored in its
+    PEP 440 normal form (``3``, ``2.0rc1``); a notice on stderr says so.
+    """
     created = api.registry.create_version(model, version, description, parse_pairs(tags, "--tag"))
+    if created.normalized_from is not None:
+        notice(
+            f"version {created.normalized_from} is stored as {created.version} "
+            "(PEP 440 normal form)"
+        )
     api.out(created, lambda: f"{created.model} {created.version} registered (stage None)")
+
+
+@versions.command("delete")
+@click.argument("model")
+@click.argument("version")
+@click.option("--reason", required=True, help="why (kept in the audit trail)")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="also remove its runs (their champions move, even if an environment is left with none)",
+)
+@api_command
+def versions_delete(api: Api, model: str, version: str, reason: str, force: bool) -> None:
+    """Remove VERSION of MODEL; one with runs only with --force, which removes them too.
+
+    Without --force a version with runs is refused (409 conflict, exit 1).
+    """
+    outcomes = api.registry.delete_version(model, version, reason=reason, force=force)
+    api.out(
+        {"champions": outcomes},
+        lambda: f"{model} {version} removed\n{outcomes_table(outcomes)}",
+    )
 
 
 @click.command(short_help="Move a version to another stage.")

@@ -61,7 +61,8 @@ class NoEligibleModel(NotFound):
 
 
 class Conflict(RegistryError):
-    """409: ``already_exists``, ``invalid_transition`` or ``would_leave_no_model``."""
+    """409: ``already_exists``, ``invalid_transition``, ``would_leave_no_model`` or
+    ``conflict`` (a version that still has runs)."""
 
 
 class PreconditionFailed(RegistryError):

@@ -134,6 +134,17 @@ class Registry(ReleaseMethods):
         except Conflict:
             return self.version(model, version)
 
+    def delete_version(
+        self, model: str, version: str, *, reason: str = "", force: bool = False
+    ) -> list[Outcome]:
+        """Remove a version. One with runs raises :class:`Conflict` (code ``conflict``)
+        unless ``force``, which removes its runs too; returns the champions that moved."""
+        path = f"/models/{_seg(model)}/versions/{_seg(version)}"
+        response = self._http.request("DELETE", path, json_body={"reason": reason, "force": force})
+        if response.status_code == 204:  # it had no runs: nothing else moved
+            return []
+        return [Outcome.from_json(o) for o in response.json().get("champions", [])]
+
     def transition(
         self,
         model: str,

@@ -13,6 +13,7 @@ from modelreg.client.resources import (
     Environment,
     Explanation,
     HistoryItem,
+    Pin,
     Plan,
     Policy,
     Token,
@@ -123,6 +124,14 @@ class ReleaseMethods:
     def history(self, environment: str, model: str) -> list[HistoryItem]:
         path = f"/environments/{_seg(environment)}/models/{_seg(model)}/history"
         return [HistoryItem.from_json(h) for h in self._http.pages(path)]
+
+    def get_pin(self, environment: str, model: str) -> Pin:
+        """The pin of ``environment`` for ``model``: its run, reason, who and when.
+
+        No pin (the policy decides) raises :class:`NotFound`, as does an unknown
+        environment, model or policy."""
+        path = f"/environments/{_seg(environment)}/models/{_seg(model)}/pin"
+        return Pin.from_json(self._http.json("GET", path))
 
     def pin(self, environment: str, model: str, run_id: int, *, reason: str) -> Champion | None:
         path = f"/environments/{_seg(environment)}/models/{_seg(model)}/pin"

@@ -33,6 +33,9 @@ class Version(Resource):
     description: str = ""
     tags: dict[str, Any] = field(default_factory=dict)
     created_at: str | None = None
+    # Only in the answer to create_version: how the version was written, when it is
+    # stored in another spelling (its PEP 440 normal form).
+    normalized_from: str | None = None
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,26 @@ class Environment(Resource):
             description=str(data.get("description", "")),
             champions=champions,
         )
+
+
+@dataclass(frozen=True)
+class Pin(Resource):
+    """A release engineer's override: ``run_id`` is served whatever the ranking."""
+
+    environment: str = ""
+    model: str = ""
+    run_id: int | None = None
+    reason: str = ""
+    actor: str = ""
+    pinned_at: str | None = None
+    champion: Champion | None = None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Pin:
+        base = super().from_json({k: v for k, v in data.items() if k != "champion"})
+        served = data.get("champion")
+        champion = Champion.from_json(served) if served else None
+        return cls(**{**_values(base), "raw": dict(data), "champion": champion})
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from modelreg.changes import audit, champions
 from modelreg.changes.unit import Change
-from modelreg.db.models import Pin, PolicyRow, Run
+from modelreg.db.models import Pin, PolicyRow, Run, utcnow
 from modelreg.environments.services import get_policy
 from modelreg.errors import NotFound, ValidationFailed
 from modelreg.roles import Caller
@@ -17,6 +17,18 @@ from modelreg.roles import Caller
 
 def pin_target(row: PolicyRow) -> str:
     return f"environments/{row.environment.name}/models/{row.model.name}/pin"
+
+
+def get_pin(session: Session, environment: str, model: str) -> Pin:
+    """The pin of ``environment`` for ``model``; :class:`NotFound` when there is none."""
+    row = get_policy(session, environment, model)
+    current = champions.pin_of(session, row.environment_id, row.model_id)
+    if current is None:
+        raise NotFound(
+            f"{row.environment.name} has no pin for {row.model.name}; its policy decides",
+            {"environment": row.environment.name, "model": row.model.name},
+        )
+    return current
 
 
 def pin(
@@ -35,6 +47,7 @@ def pin(
             current = Pin(environment_id=row.environment_id, model_id=row.model_id, run_id=run_id)
             session.add(current)
         current.run_id, current.reason, current.actor = run_id, reason, caller.name
+        current.created_at = utcnow()  # a new run pinned is a new pin: its time is now
         (outcome,) = change.recompute(
             row.model, trigger="pin", detail=reason, environment_id=row.environment_id
         )

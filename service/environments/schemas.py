@@ -255,9 +255,14 @@ class UnpinBodySchema(ma.Schema):
 class PinSchema(ma.Schema):
     environment = ma.fields.String()
     model = ma.fields.String()
-    run_id = ma.fields.Integer()
+    run_id = ma.fields.Integer(
+        allow_none=True, metadata={"description": "the pinned run; null once unpinned"}
+    )
     reason = ma.fields.String()
-    actor = ma.fields.String()
+    actor = ma.fields.String(metadata={"description": "who pinned (or unpinned)"})
+    pinned_at = UtcDateTime(
+        allow_none=True, metadata={"description": "when the run was pinned; null once unpinned"}
+    )
     champion = ma.fields.Nested(ChampionSchema, allow_none=True)
 
 

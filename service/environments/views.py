@@ -93,14 +93,18 @@ def _if_match() -> int | None:
     return int(value)
 
 
-def _pin_doc(s: Any, env: str, model: str, run_id: int | None, reason: str) -> dict[str, Any]:
+def _pin_doc(
+    s: Any, env: str, model: str, pin: Any | None, *, reason: str = "", actor: str = ""
+) -> dict[str, Any]:
+    """A pin (``None``: just removed, with the removal's ``reason`` and ``actor``)."""
     row = environments.get_policy(s, env, model)
     return {
         "environment": row.environment.name,
         "model": row.model.name,
-        "run_id": run_id,
-        "reason": reason,
-        "actor": caller().name,
+        "run_id": pin.run_id if pin else None,
+        "reason": pin.reason if pin else reason,
+        "actor": pin.actor if pin else actor,
+        "pinned_at": pin.created_at if pin else None,
         "champion": champion_reads.stored_champion(s, row.environment_id, row.model_id),
     }
 
@@ -240,13 +244,24 @@ class HistoryView(MethodView):
 
 @blp.route("/environments/<env>/models/<model>/pin")
 class PinView(MethodView):
+    @blp.response(200, PinSchema)
+    @blp.alt_response(
+        404,
+        schema=ApiErrorSchema,
+        description="`not_found`: no such environment, model or policy, or no pin",
+    )
+    def get(self, env: str, model: str) -> Any:
+        """The pin: which run is served regardless of ranking, why, by whom, since when"""
+        s = uow(write=False)
+        return _pin_doc(s, env, model, pins.get_pin(s, env, model))
+
     @blp.arguments(PinBodySchema)
     @blp.response(200, PinSchema)
     def put(self, body: dict[str, Any], env: str, model: str) -> Any:
         """Serve this run regardless of ranking (rollback)"""
         s = uow(write=True)
         pin, _ = pins.pin(s, env, model, body["run_id"], body["reason"], caller=caller())
-        return _pin_doc(s, env, model, pin.run_id, pin.reason)
+        return _pin_doc(s, env, model, pin)
 
     @blp.arguments(UnpinBodySchema)
     @blp.response(200, PinSchema)
@@ -254,7 +269,7 @@ class PinView(MethodView):
         """Remove the pin; ranking decides again"""
         s = uow(write=True)
         pins.unpin(s, env, model, body["reason"], caller=caller())
-        return _pin_doc(s, env, model, None, body["reason"])
+        return _pin_doc(s, env, model, None, reason=body["reason"], actor=caller().name)
 
 
 @blp.route("/models/<model>/champions")

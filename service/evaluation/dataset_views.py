@@ -47,7 +47,9 @@ class DatasetCreateSchema(ma.Schema):
     name = Name(required=True)
     sha256 = ma.fields.String(
         required=True,
-        validate=ma.validate.Regexp(f"(?i){SHA256_RE.pattern}", error="64 hexadecimal characters"),
+        validate=ma.validate.Regexp(
+            f"(?i){SHA256_RE.pattern}", error="must be 64 hexadecimal characters"
+        ),
     )
     description = ma.fields.String(load_default="", validate=_no_nul)
 

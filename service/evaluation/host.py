@@ -34,6 +34,8 @@ import sys
 import time
 import traceback
 import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +65,41 @@ class ModelRejected(Exception):
     """An artifact that is refused before any of its code runs."""
 
 
+class NotAModel(ModelRejected):
+    """Bytes that are not of the artifact's format at all: random bytes, a text file."""
+
+
+# The modules that read a joblib or pickle file. An error of the kinds they raise on
+# bytes that are no pickle (KeyError: 110 for random bytes), raised in them rather than
+# in code the pickle calls, means the file is not one; anything else is a model failing
+# to load, said as it is. (A C function that a valid pickle calls failing with one of
+# these kinds looks the same: rare, and the message keeps the original error.)
+_PICKLE_READERS = ("pickle.py", "gzip.py", "bz2.py", "lzma.py", "_compression.py")
+_PICKLE_DATA_ERRORS = (
+    pickle.UnpicklingError,
+    EOFError,
+    KeyError,  # an unknown opcode: pickle's dispatch table has no such key
+    IndexError,
+    ValueError,
+    struct.error,
+    UnicodeDecodeError,
+    zlib.error,
+    OSError,  # gzip's BadGzipFile
+)
+
+
+def _not_a_pickle(exc: BaseException) -> bool:
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not isinstance(exc, _PICKLE_DATA_ERRORS) or not frames:
+        return False
+    where = frames[-1].filename
+    return os.path.basename(where) in _PICKLE_READERS or f"{os.sep}joblib{os.sep}" in where
+
+
+def _cause(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"[:300]
+
+
 @dataclass(frozen=True)
 class Limits:
     memory_mb: int
@@ -75,15 +112,21 @@ def load_model(source: Any, fmt: str, skops_trusted: tuple[str, ...] = ()) -> An
     """Load an artifact (a path or a binary file). ``.skops`` passes skops' type check first.
 
     A skops file is refused, before anything in it is constructed, when it holds a
-    type that is neither trusted by skops nor listed in ``skops_trusted``.
+    type that is neither trusted by skops nor listed in ``skops_trusted``. Bytes that
+    are not of the format (random bytes, a text file) raise :class:`NotAModel` saying
+    so, with the reader's error: ``this file is not a joblib/pickle model (KeyError:
+    110)``, ``this file is not a skops file (BadZipFile: File is not a zip file)``.
     """
     if fmt == "skops":
         import skops.io as sio
 
         data = source.read() if hasattr(source, "read") else None
-        found = sio.get_untrusted_types(data=data) if data is not None else None
-        if found is None:
-            found = sio.get_untrusted_types(file=source)
+        try:
+            found = sio.get_untrusted_types(data=data) if data is not None else None
+            if found is None:
+                found = sio.get_untrusted_types(file=source)
+        except (zipfile.BadZipFile, KeyError) as exc:  # no zip, or one without a schema
+            raise NotAModel(f"this file is not a skops file ({_cause(exc)})") from None
         untrusted = sorted(set(found) - set(skops_trusted))
         if untrusted:
             raise ModelRejected(
@@ -98,7 +141,12 @@ def load_model(source: Any, fmt: str, skops_trusted: tuple[str, ...] = ()) -> An
         raise ModelRejected(
             f"artifacts of format {fmt!r} cannot be evaluated; use one of {', '.join(LOADABLE)}"
         )
-    return joblib.load(source)
+    try:
+        return joblib.load(source)
+    except _PICKLE_DATA_ERRORS as exc:
+        if _not_a_pickle(exc):
+            raise NotAModel(f"this file is not a joblib/pickle model ({_cause(exc)})") from None
+        raise
 
 
 def predict(model: Any, X: Any, task: str) -> tuple[dict[str, Any], dict[str, str]]:

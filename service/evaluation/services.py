@@ -43,7 +43,7 @@ def add(
     }
     bad.update({name: ["invalid metric name"] for name in metrics if not NAME_RE.fullmatch(name)})
     if bad:
-        raise ValidationFailed("invalid metrics", {"metrics": bad})
+        raise ValidationFailed.fields({"metrics": bad})
     revision = datasets.resolve(session, dataset, field)
     clash = session.scalars(
         select(Evaluation.metric).where(

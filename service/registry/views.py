@@ -42,6 +42,16 @@ class VersionSchema(ma.Schema):
     stage_changed_at = UtcDateTime()
 
 
+class CreatedVersionSchema(VersionSchema):
+    normalized_from = ma.fields.String(
+        allow_none=True,
+        metadata={
+            "description": "the version as written when it is stored in another spelling, "
+            "its PEP 440 normal form (`v3` is stored as `3`); null when stored as written"
+        },
+    )
+
+
 class ModelSchema(ma.Schema):
     name = ma.fields.String()
     description = ma.fields.String()
@@ -106,6 +116,24 @@ class TransitionResult:
     champions: list[champions.Outcome]
 
 
+@dataclass(frozen=True)
+class CreatedVersion:
+    """A new version, and how the client wrote it."""
+
+    row: ModelVersion
+    written: str
+
+    def __getattr__(self, name: str) -> Any:
+        # The version's own fields, for VersionSchema.
+        if name == "row":
+            raise AttributeError(name)
+        return getattr(self.row, name)
+
+    @property
+    def normalized_from(self) -> str | None:
+        return None if self.written == self.row.version else self.written
+
+
 @blp.route("/models")
 class Models(MethodView):
     @blp.arguments(ModelCreateSchema)
@@ -136,11 +164,11 @@ class Model(MethodView):
 @blp.route("/models/<model>/versions")
 class Versions(MethodView):
     @blp.arguments(VersionCreateSchema)
-    @blp.response(201, VersionSchema)
+    @blp.response(201, CreatedVersionSchema)
     @blp.alt_response(409, schema=ApiErrorSchema)
     def post(self, body: dict[str, Any], model: str) -> Any:
-        """Register a version (stage None)"""
-        return registry.create_version(
+        """Register a version (stage None), stored in its PEP 440 normal form"""
+        created = registry.create_version(
             uow(write=True),
             model,
             body["version"],
@@ -148,6 +176,7 @@ class Versions(MethodView):
             body["tags"],
             caller=caller(),
         )
+        return CreatedVersion(created, body["version"])
 
     @blp.arguments(VersionQuerySchema, location="query")
     @blp.response(200, VersionListSchema)

@@ -22,11 +22,11 @@ from modelreg.changes.unit import Change, record_repair
 from modelreg.db.models import ModelVersion, Run
 from modelreg.db.pagination import Page, decode_token, encode_token
 from modelreg.db.session import Database
-from modelreg.errors import Unavailable
+from modelreg.errors import Conflict, Unavailable
 from modelreg.evaluation import datasets
 from modelreg.evaluation import queue as jobs
 from modelreg.evaluation import services as evaluations
-from modelreg.registry.services import get_version
+from modelreg.registry.services import get_version, version_target
 from modelreg.roles import Caller
 from modelreg.storage import blobs
 from modelreg.storage.artifacts import ArtifactStore, IncomingFile
@@ -269,6 +269,75 @@ def delete_run(
         change.record(before=removed, after={})
     blobs.forget_if_unused(db, store, sha256)
     return outcomes
+
+
+@dataclass(frozen=True)
+class VersionRemoval:
+    """What removing a version did: the runs removed with it, the champions moved."""
+
+    model: str
+    version: str
+    run_ids: list[int]
+    champions: list[champions.Outcome]
+
+
+def delete_version(
+    db: Database,
+    store: ArtifactStore,
+    model: str,
+    version: str,
+    *,
+    reason: str,
+    force: bool,
+    caller: Caller,
+) -> VersionRemoval:
+    """Remove a version. One with runs is refused (``conflict``) unless ``force``,
+    which removes its runs too, as :func:`delete_run` with ``force`` removes each: the
+    champions they held move to their successors (or to none), pins on them go, their
+    jobs are cancelled, and artifacts no other run or dataset shares are deleted.
+    """
+    with (
+        db.unit_of_work() as session,
+        Change(session, caller, "version.delete", reason=reason) as change,
+    ):
+        mv = get_version(session, model, version, lock_for_champions=True)
+        rows = list(session.scalars(select(Run).where(Run.version_id == mv.id).order_by(Run.id)))
+        ids = [r.id for r in rows]
+        shas = sorted({r.artifact_sha256 for r in rows})
+        if rows and not force:
+            raise Conflict(
+                f"{mv.model.name} {mv.version} has {len(rows)} run(s); send force: true to "
+                "remove them with it (the champions they hold move)",
+                {"model": mv.model.name, "version": mv.version, "runs": ids},
+            )
+        before = {
+            "model": mv.model.name,
+            "version": mv.version,
+            "stage": mv.stage,
+            "runs": [run_document(r) for r in rows],
+        }
+        target = version_target(mv)
+        names = (mv.model.name, mv.version)
+        outcomes: list[champions.Outcome] = []
+        if rows:
+            outcomes = change.recompute(
+                mv.model,
+                trigger="version_removed",
+                detail=f"version {mv.version} removed with its runs"
+                + (f" ({reason})" if reason else ""),
+                removing=ids,
+            )
+        for run in rows:
+            jobs.cancel_for_run(session, run.id, "version removed")
+            session.delete(run)
+        session.delete(mv)
+        # Recorded with the champions it moved (none when the version had no runs).
+        change.record(
+            target=target, before=before, after={"champions": audit.champion_moves(outcomes)}
+        )
+    for sha256 in shas:
+        blobs.forget_if_unused(db, store, sha256)
+    return VersionRemoval(*names, ids, outcomes)
 
 
 def get_run(session: Session, run_id: int) -> Run:

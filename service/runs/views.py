@@ -38,6 +38,26 @@ from modelreg.web.common import (
 from modelreg.web.downloads import blob_response
 from modelreg.web.error_responses import ApiErrorSchema, error_response
 
+
+class VersionDeleteSchema(ma.Schema):
+    reason = ma.fields.String(load_default="", metadata={"description": "audited"})
+    force = ma.fields.Boolean(
+        load_default=False,
+        metadata={
+            "description": "also remove the version's runs; the champions they hold move "
+            "to their successors, even if an environment is left with none"
+        },
+    )
+
+
+class VersionDeletedSchema(ma.Schema):
+    model = ma.fields.String()
+    version = ma.fields.String()
+    deleted = ma.fields.Boolean()
+    runs = ma.fields.List(ma.fields.Integer(), metadata={"description": "the runs removed"})
+    champions = ma.fields.List(ma.fields.Nested(OutcomeSchema))
+
+
 blp = Blueprint("runs", __name__, url_prefix="/api/v1", description="Runs and evaluations")
 
 
@@ -304,6 +324,43 @@ class Evaluations(MethodView):
         s = uow(write=False)
         runs.get_run(s, run_id)
         return offset_page(evaluations.of_run(s, run_id), args.get("page_token"), page_size(args))
+
+
+# DELETE of the version's own URL: removing a version removes its runs (with force),
+# so it is served here, beside run removal, and GET stays with the registry.
+@blp.route("/models/<model>/versions/<version>", endpoint="VersionRemoval")
+class VersionRemoval(MethodView):
+    @blp.arguments(VersionDeleteSchema)
+    @blp.response(204, description="Removed; the version had no runs")
+    @blp.alt_response(
+        200,
+        schema=VersionDeletedSchema,
+        description="Removed with its runs (force); the champions they held moved",
+    )
+    @blp.alt_response(404, schema=ApiErrorSchema)
+    @blp.alt_response(
+        409,
+        schema=ApiErrorSchema,
+        description="`conflict`: the version has runs (`details.runs`); send force: true",
+    )
+    def delete(self, body: dict[str, Any], model: str, version: str) -> Any:
+        """Remove a version; with force, its runs too (as removing each run with force)"""
+        c = ctx()
+        removed = runs.delete_version(
+            c.db, c.store, model, version, reason=body["reason"], force=body["force"],
+            caller=caller(),
+        )  # fmt: skip
+        if not removed.run_ids:
+            return "", 204
+        doc = {
+            "model": removed.model,
+            "version": removed.version,
+            "deleted": True,
+            "runs": removed.run_ids,
+            "champions": removed.champions,
+        }
+        # Dumped here: flask-smorest dumps with the primary response's schema only (204's).
+        return VersionDeletedSchema().dump(doc), 200
 
 
 def init_app(api: Api) -> None:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from modelreg.clock import iso
 from modelreg.config import Settings
 from modelreg.db.session import Database
-from modelreg.errors import BadRequest, ValidationFailed
+from modelreg.errors import BadRequest, ValidationFailed, summarize
 from modelreg.names import NAME_PATTERN, NAME_RE
 from modelreg.storage.artifacts import ArtifactStore
 from modelreg.web.token_cache import TokenCache
@@ -93,12 +93,13 @@ def list_schema(item: type[ma.Schema], name: str) -> type[ma.Schema]:
     )
 
 
-_NAME_ERROR = "1-100 letters, digits, '.', '_' or '-', starting alphanumeric"
+_NAME_ERROR = "must be 1-100 letters, digits, '.', '_' or '-', starting alphanumeric"
 
 
 def _whole_name(value: str) -> None:
     # Regexp matches "$" before a trailing newline: "f1\n" must not pass for "f1".
-    if not NAME_RE.fullmatch(value):
+    # Any other mismatch the Regexp has already reported, once is enough.
+    if NAME_RE.match(value) and not NAME_RE.fullmatch(value):
         raise ma.ValidationError(_NAME_ERROR)
     name_length_error(value)
 
@@ -244,9 +245,8 @@ def multipart_json(schema: ma.Schema, what: str, *, missing: str | None = None) 
         loaded: dict[str, Any] = schema.load(data)
     except ma.ValidationError as exc:
         messages = exc.messages if isinstance(exc.messages, dict) else {"metadata": exc.messages}
-        raise ValidationFailed(
-            f"invalid {what} metadata: " + ", ".join(sorted(map(str, messages))), messages
-        ) from None
+        summary = summarize(messages)
+        raise ValidationFailed(f"in the {what} metadata, {summary}", messages) from None
     return loaded
 
 

@@ -26,6 +26,7 @@ STATUS: dict[type[errors.ServiceError], int] = {
     errors.NotFound: 404,
     errors.NoEligibleModel: 404,
     errors.AlreadyExists: 409,
+    errors.Conflict: 409,
     errors.InvalidTransition: 409,
     errors.WouldLeaveNoModel: 409,
     errors.PreconditionFailed: 412,
@@ -101,8 +102,7 @@ def handle_http_exception(exc: HTTPException) -> Response:
     data = getattr(exc, "data", None) or {}
     if status == 422:
         details = _flatten_webargs(data.get("messages", {}))
-        fields = ", ".join(sorted(details))
-        return error_response(422, "validation_error", f"invalid request: {fields}", details)
+        return error_response(422, "validation_error", errors.summarize(details), details)
     if status == 400 and "messages" in data:
         details = _flatten_webargs(data["messages"])
         return error_response(400, "bad_request", "malformed request body", details)

@@ -21,7 +21,9 @@ ROUTE_ROLES: dict[str, dict[str, str]] = {
     "models.Models": {"GET": R, "POST": CI},
     "models.Model": {"GET": R},
     "models.Versions": {"GET": R, "POST": CI},
+    # Removing a version (with force, its runs) can move what PROD serves, like a run.
     "models.Version": {"GET": R},
+    "runs.VersionRemoval": {"DELETE": REL},
     # ci: None <-> Staging only; the service checks the stages (access.transition_role).
     "models.Transitions": {"POST": CI},
     "environments.ModelChampions": {"GET": R},
@@ -50,7 +52,7 @@ ROUTE_ROLES: dict[str, dict[str, str]] = {
     "environments.ChampionView": {"GET": R},
     "environments.ExplainView": {"GET": R},
     "environments.HistoryView": {"GET": R},
-    "environments.PinView": {"PUT": REL, "DELETE": REL},
+    "environments.PinView": {"GET": R, "PUT": REL, "DELETE": REL},
     "tokens.Tokens": {"GET": ADMIN, "POST": ADMIN},
     "tokens.TokenView": {"GET": ADMIN, "DELETE": ADMIN},
     "audit.Audit": {"GET": REL},

@@ -167,12 +167,24 @@ def test_ci_registers_runs_in_one_command_and_people_read_them_as_tables_or_json
     assert "1.0" in cli("models", "show", "AImodel").stdout
     assert cli.json("models", "show", "AImodel")["versions"][0]["version"] == "1.0"
 
-    cli("versions", "create", "AImodel", "2.0", "--description", "new features")
+    created = cli("versions", "create", "AImodel", "2.0", "--description", "new features")
+    assert created.stderr == ""
+    normalized = cli("versions", "create", "AImodel", "v3")
+    assert normalized.stderr == "notice: version v3 is stored as 3 (PEP 440 normal form)\n"
+    assert normalized.stdout == "AImodel 3 registered (stage None)\n"
+    assert cli.json("versions", "create", "AImodel", "V4.0-RC1")["normalized_from"] == "V4.0-RC1"
     assert [v["version"] for v in cli.json("versions", "list", "AImodel")["items"]] == [
         "1.0",
         "2.0",
+        "3",
+        "4.0rc1",
     ]
     assert cli.json("versions", "list", "AImodel", "--spec", ">1.0")["items"][0]["version"] == "2.0"
+    gone = cli("versions", "delete", "AImodel", "4.0rc1", "--reason", "a typo")
+    assert gone.stdout == "AImodel 4.0rc1 removed\nno champion changed\n"
+    refused = cli("versions", "delete", "AImodel", "1.0", "--reason", "x", code=1)
+    assert refused.stderr.startswith("error: 409 conflict: AImodel 1.0 has 3 run(s); send force")
+    assert "4.0rc1" not in [v["version"] for v in cli.json("versions", "list", "AImodel")["items"]]
     assert cli.json("versions", "show", "AImodel", "2.0.0")["description"] == "new features"
 
     created = cli.json(
@@ -387,6 +399,12 @@ def test_a_release_engineer_promotes_widens_pins_and_pulls_from_the_command_line
     pinned = cli.json("pin", "PROD", "AImodel", ids["1.0a"], "--reason", "rollback")
     assert pinned["champion"]["run_id"] == ids["1.0a"]
     assert cli.json("champion", "PROD", "AImodel")["reason"] == "pinned"
+    assert [
+        (p["model"], p["run_id"], p["reason"]) for p in cli.json("env", "show", "PROD")["pins"]
+    ] == [("AImodel", ids["1.0a"], "rollback")]
+    shown = cli("env", "show", "PROD").stdout.splitlines()
+    assert shown[3].endswith("pinned run  pin reason")  # after the header pairs and a gap
+    assert shown[4].split()[-2:] == [str(ids["1.0a"]), "rollback"]
     target = tmp_path / "served" / "model.bin"
     pulled = cli.json("pull", "PROD", "AImodel", "-o", target)
     assert target.read_bytes() == b"model 1.0a"
@@ -397,12 +415,22 @@ def test_a_release_engineer_promotes_widens_pins_and_pulls_from_the_command_line
     )
     unpinned = cli("unpin", "PROD", "AImodel", "--reason", "fixed").stdout
     assert unpinned.strip() == f"PROD serves run {ids['2.0']} (AImodel 2.0 #1, f1 0.95)"
+    assert cli.json("env", "show", "PROD")["pins"] == []
     cli("pin", "PROD", "AImodel", ids["1.0a"], code=2)  # --reason is required
 
     deleted = cli.json("runs", "delete", ids["1.0a"], "--reason", "bad data")
     assert [c["after"] for c in deleted["champions"] if c["changed"]] == []
     assert cli.json("champion", "PROD", "AImodel")["run_id"] == ids["2.0"]
     cli("runs", "show", ids["1.0a"], code=1)
+
+    # Withdrawing 2.0 with its run: both environments fall back to 1.0's run.
+    cli("versions", "delete", "AImodel", "2.0", "--reason", "withdrawn", code=1)  # has a run
+    withdrawn = cli.json("versions", "delete", "AImodel", "2.0", "--reason", "withdrawn", "--force")
+    assert sorted((c["environment"], c["before"], c["after"]) for c in withdrawn["champions"]) == [
+        ("INT", ids["2.0"], ids["1.0b"]),
+        ("PROD", ids["2.0"], ids["1.0b"]),
+    ]
+    cli("runs", "show", ids["2.0"], code=1)
 
 
 def test_pull_writes_only_bytes_that_match_the_champions_sha256(
@@ -576,9 +604,12 @@ def test_the_example_policies_file_is_valid() -> None:
     from modelreg.cli.policy_file import load
 
     spec = load(Path(__file__).resolve().parents[2] / "config" / "policies.example.toml")
-    assert [(w.key, w.body["versions"], w.body["stages"]) for w in spec.policies] == [
-        ("PROD/AImodel", "<=1.0", ["Production"]),
-        ("INT/AImodel", "<=2.0", ["Staging", "Production"]),
+    assert [
+        (w.key, w.body["versions"], w.body["stages"], w.body.get("require_verified"))
+        for w in spec.policies
+    ] == [
+        ("PROD/AImodel", "<=1.0", ["Production"], True),
+        ("INT/AImodel", "<=2.0", ["Staging", "Production"], None),  # the server's default
     ]
 
 

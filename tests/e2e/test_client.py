@@ -643,8 +643,18 @@ def test_a_release_plans_and_puts_policies_with_if_match_and_reads_champions(
     assert admin.explain("PROD", "Policied").reason == "pinned"
     changed, new_etag = admin.champion_if_changed("PROD", "Policied", etag)
     assert changed is not None and changed.run_id == r1a and new_etag != etag
+    the_pin = admin.get_pin("PROD", "Policied")
+    assert (the_pin.run_id, the_pin.reason, the_pin.actor) == (r1a, "rollback", "admin-token")
+    assert the_pin.pinned_at and the_pin.champion and the_pin.champion.run_id == r1a
     unpinned = admin.unpin("PROD", "Policied", reason="fixed")
     assert unpinned is not None and unpinned.run_id == r2
+    assert raises(NotFound, lambda: admin.get_pin("PROD", "Policied")).status == 404
+
+    admin.create_version("Policied", "9.0")
+    assert admin.delete_version("Policied", "9.0", reason="a typo") == []
+    assert raises(NotFound, lambda: admin.version("Policied", "9.0")).code == "not_found"
+    has_runs = raises(Conflict, lambda: admin.delete_version("Policied", "2.0", reason="x"))
+    assert (has_runs.code, has_runs.details["runs"]) == ("conflict", [r2])
 
     history = admin.history("PROD", "Policied")
     assert [(h.from_run_id, h.to_run_id) for h in history] == [

@@ -356,6 +356,47 @@ def test_a_pin_to_a_run_of_another_model_or_no_run_is_422_naming_run_id(
     assert (served["run_id"], served["reason"]) == (tolerant["1.0#2"], "best")
 
 
+def test_a_reader_sees_the_pin_its_run_reason_who_and_since_when(
+    base: Api, tolerant: dict[str, int]
+) -> None:
+    pin_path = "/environments/PROD/models/AImodel/pin"
+    releaser = bearer(base, "releaser", role="release")
+    reader = bearer(base, "dashboard", role="reader")
+    set_ = base.put(pin_path, {"run_id": tolerant["1.0#1"], "reason": "rollback"}, headers=releaser)
+    assert set_.status_code == 200, set_.get_json()
+
+    got = base.get(pin_path, headers=reader)
+    assert got.status_code == 200, got.get_json()
+    pin = got.get_json()
+    assert (pin["environment"], pin["model"]) == ("PROD", "AImodel")
+    assert (pin["run_id"], pin["reason"], pin["actor"]) == (
+        tolerant["1.0#1"],
+        "rollback",
+        "releaser",
+    )
+    assert pin["pinned_at"] == set_.get_json()["pinned_at"] and pin["pinned_at"].endswith("Z")
+    assert (pin["champion"]["run_id"], pin["champion"]["reason"]) == (tolerant["1.0#1"], "pinned")
+
+    # Pinning another run is a new pin: new run, reason, actor and time.
+    base.put(pin_path, {"run_id": tolerant["1.0#2"], "reason": "the fix"})
+    again = base.get(pin_path, headers=reader).get_json()
+    assert (again["run_id"], again["reason"], again["actor"]) == (
+        tolerant["1.0#2"],
+        "the fix",
+        "admin-token",
+    )
+    assert again["pinned_at"] >= pin["pinned_at"]
+
+    # INT has no pin, and once unpinned neither has PROD: a 404 saying so.
+    error = assert_error(
+        base.get("/environments/INT/models/AImodel/pin", headers=reader), 404, "not_found"
+    )
+    assert error["message"] == "INT has no pin for AImodel; its policy decides"
+    base.delete(pin_path, {"reason": "fixed"})
+    assert_error(base.get(pin_path, headers=reader), 404, "not_found")
+    assert_error(base.get("/environments/PROD/models/nope/pin"), 404, "not_found")
+
+
 def test_a_pin_moves_only_its_own_environment(base: Api, tolerant: dict[str, int]) -> None:
     _pin(base, tolerant["1.0#1"], env="PROD")
     assert _served(base, "INT")["run_id"] == tolerant["2.0#1"]

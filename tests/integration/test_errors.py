@@ -9,7 +9,7 @@ import json
 from flask import Flask
 from werkzeug.test import TestResponse
 
-from tests.integration.conftest import Api, assert_error, create_model
+from tests.integration.conftest import Api, assert_error, create_model, create_run, move_to
 
 
 def _never_html(response: TestResponse) -> None:
@@ -180,3 +180,60 @@ def test_errors_carry_the_contract_shape_for_service_failures(api: Api) -> None:
     assert error["details"] == {"name": "M"}
     error = assert_error(api.get("/models/zzz"), 404, "not_found")
     assert error["details"] == {"model": "zzz"}
+
+
+def test_a_validation_error_on_one_field_says_it_in_one_sentence_without_repeating_the_name(
+    api: Api,
+) -> None:
+    create_model(api, "m")
+    api.post("/models/m/versions", {"version": "1.0"})
+    assert move_to(api, "m", "1.0", "Staging").status_code == 200
+    sentence = "a reason is required for a transition into or out of Production"
+    error = assert_error(
+        api.post("/models/m/versions/1.0/transitions", {"stage": "Production", "reason": ""}),
+        422,
+        "validation_error",
+    )
+    assert error["message"] == sentence
+    assert error["details"] == {"reason": [sentence]}
+
+    # A message that the field's name completes gets it in front.
+    error = assert_error(
+        api.post("/datasets", {"name": "d", "sha256": "x"}), 422, "validation_error"
+    )
+    assert error["message"] == "sha256 must be 64 hexadecimal characters"
+    assert error["details"] == {"sha256": ["must be 64 hexadecimal characters"]}
+
+    # The request parser's own wording, said of the field.
+    error = assert_error(api.post("/models", {}), 422, "validation_error")
+    assert error["message"] == "name is required"
+    assert error["details"] == {"name": ["Missing data for required field."]}
+    error = assert_error(api.post("/models", {"name": "m!"}), 422, "validation_error")
+    assert error["message"].startswith("name must be 1-100 letters")
+    assert len(error["details"]["name"]) == 1
+
+
+def test_a_validation_error_on_several_fields_says_how_many_and_which(api: Api) -> None:
+    create_model(api, "m")
+    api.post("/models/m/versions", {"version": "1.0"})
+    error = assert_error(
+        api.post("/models/m/versions/1.0/transitions", {"stge": "Staging", "reason": 3}),
+        422,
+        "validation_error",
+    )
+    assert error["message"] == "3 fields are invalid: reason, stage, stge"
+    assert set(error["details"]) == {"reason", "stage", "stge"}
+
+    # Nested fields are named by their path; metadata errors say which part they are in.
+    run = create_run(api, "m", "1.0")
+    error = assert_error(
+        api.post(f"/runs/{run['id']}/evaluations", {"dataset": "d", "metrics": {"f1": "x"}}),
+        422,
+        "validation_error",
+    )
+    assert error["message"] == "metrics.f1 is not a valid number"
+    assert error["details"] == {"metrics": {"f1": {"value": ["Not a valid number."]}}}
+    error = assert_error(
+        api.upload_run("m", "1.0", b"x", {"params": [1], "tags": "t"}), 422, "validation_error"
+    )
+    assert error["message"] == "in the run metadata, 2 fields are invalid: params, tags"

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import pickle
+import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -475,6 +476,36 @@ def test_hostile_artifacts_fail_their_jobs_and_a_good_run_after_them_is_evaluate
     assert job_of(api, good["id"])["state"] == "succeeded"
     served = champion(api, "INT", "AImodel")
     assert served is not None and served["run_id"] == good["id"]
+
+
+@pytest.mark.parametrize("level", ["strict", "process"])
+def test_a_job_on_a_file_that_is_no_model_fails_saying_it_is_not_one_of_that_format(
+    api: Api, wine: Split, level: str, request: pytest.FixtureRequest
+) -> None:
+    worker: Worker = request.getfixturevalue("worker" if level == "strict" else "process_worker")
+    setup_model(api)
+    upload_dataset(api, "wine-holdout", wine.csv())
+    put_policy(api, "INT", "AImodel", dataset="wine-holdout")
+    noise = random.Random(0).randbytes(4096)
+    text = b"n_estimators=100, trained on 2026-12-01; the model itself is elsewhere\n"
+    expected = {
+        "noise.joblib": (noise, "this file is not a joblib/pickle model (KeyError: "),
+        "notes.pkl": (text, "this file is not a joblib/pickle model ("),
+        "noise.skops": (noise[::-1], "this file is not a skops file (BadZipFile: "),
+        "notes.skops": (text + b"!", "this file is not a skops file (BadZipFile: "),
+    }
+    runs = {name: register(api, content, filename=name) for name, (content, _) in expected.items()}
+
+    assert worker.run(until_idle=True) == 4
+    explained = api.get("/environments/INT/models/AImodel/explain").get_json()
+    evaluation_of = {c["run_id"]: c["evaluation"] for c in explained["candidates"]}
+    for name, (_, says) in expected.items():
+        job = job_of(api, runs[name]["id"])
+        assert job["state"] == "failed", job
+        assert job["error"].startswith(says) and job["error"].endswith(")"), (name, job)
+        assert "Traceback" not in job["error"]
+        assert evaluation_of[runs[name]["id"]]["error"] == job["error"]
+    assert champion(api, "INT", "AImodel") is None
 
 
 def test_an_artifact_changed_in_the_store_is_never_loaded(

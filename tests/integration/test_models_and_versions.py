@@ -105,6 +105,7 @@ def test_a_new_version_is_created_normalized_in_stage_none(api: Api) -> None:
     assert body["description"] == "first"
     assert body["tags"] == {"k": "v"}
     assert body["is_prerelease"] is False
+    assert body["normalized_from"] is None  # stored as written
 
     model = api.get("/models/m").get_json()
     assert [v["version"] for v in model["versions"]] == ["1.0"]
@@ -112,6 +113,25 @@ def test_a_new_version_is_created_normalized_in_stage_none(api: Api) -> None:
     normalized = api.post("/models/m/versions", {"version": "v2.0-RC1"}).get_json()
     assert normalized["version"] == "2.0rc1"
     assert normalized["is_prerelease"] is True
+
+
+def test_a_version_stored_in_another_spelling_than_written_says_how_it_was_written(
+    api: Api,
+) -> None:
+    create_model(api, "m")
+    response = api.post("/models/m/versions", {"version": "v3", "description": "third"})
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    assert (body["version"], body["normalized_from"]) == ("3", "v3")
+    # The version's own fields are all there, as in every version document.
+    shown = api.get("/models/m/versions/3").get_json()
+    assert {k: v for k, v in body.items() if k != "normalized_from"} == shown
+    assert "normalized_from" not in shown
+
+    for written, stored in (("V2.0-RC.1", "2.0rc1"), ("1.0.0", "1.0.0"), ("4.0", "4.0")):
+        created = api.post("/models/m/versions", {"version": written}).get_json()
+        assert created["version"] == stored
+        assert created["normalized_from"] == (None if written == stored else written)
 
 
 def test_an_equal_version_in_another_spelling_is_409_already_exists(api: Api) -> None:
