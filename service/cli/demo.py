@@ -1,4 +1,4 @@
-"""``modelreg demo``: the article's walkthrough, against a registry, in one command.
+"""``modelreg demo``: the wine tutorial against a registry, in one command.
 
 Without ``--url`` it starts a temporary embedded registry of its own (``modelreg
 serve --insecure-no-auth`` on a free loopback port, SQLite in a temporary directory,
@@ -55,7 +55,7 @@ KEEP_URL = "http://127.0.0.1:5000"
 KEEP_SERVE = ["modelreg", "serve", "--insecure-no-auth", "--host", "127.0.0.1", "--port", "5000"]
 
 
-@click.command(short_help="The article's walkthrough in one command: wine, INT and PROD.")
+@click.command(short_help="The wine tutorial in one command: INT and PROD.")
 @click.option(
     "--url",
     default=None,
@@ -84,7 +84,7 @@ KEEP_SERVE = ["modelreg", "serve", "--insecure-no-auth", "--host", "127.0.0.1", 
 def demo(
     url: str | None, token: str | None, model: str, dataset: str, reported: bool, timeout: float
 ) -> None:
-    """The article's walkthrough: RandomForest retrains on wine, AImodel 1.0 and 2.0,
+    """The wine tutorial: RandomForest retrains on wine, AImodel 1.0 and 2.0,
     PROD taking <=1.0 in Production and INT <=2.0 in Staging or Production, and the
     champion each one serves, explained.
 

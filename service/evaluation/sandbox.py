@@ -15,7 +15,7 @@ itself (:func:`score_answer`), so nothing the child does can choose its score.
 What this level does not protect: the child runs as the worker's user and can read
 what that user can read, write where it can write, and open network connections.
 The ``strict`` level (:mod:`modelreg.evaluation.confined`) closes that. See the
-README's trust model.
+trust model (docs/explanation/trust-model.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The metrics the service computes, with ``sklearn.metrics``.
 
-Classification: ``accuracy``, ``f1`` (weighted, as in the article), ``f1_macro``,
+Classification: ``accuracy``, ``f1`` (weighted), ``f1_macro``,
 ``precision`` and ``recall`` (weighted), ``roc_auc`` (one-vs-rest; needs
 ``predict_proba`` and every class of the model in the test set) and ``log_loss``
 (needs ``predict_proba``). Regression: ``r2``, ``rmse``, ``mae``. Averaged scores

@@ -93,7 +93,7 @@ def close_all(conns: list[socket.socket]) -> None:
 
 @pytest.mark.xfail(
     reason="gunicorn 27's gthread worker lets a new connection hold a thread for up to 5 s"
-    " waiting for its first byte: the deployment answer is a reverse proxy (README Deployment)",
+    " waiting for its first byte: the deployment answer is a reverse proxy (docs/how-to/deploy.md)",
     strict=True,
 )
 def test_idle_connections_as_many_as_threads_do_not_hold_up_the_health_check(
@@ -110,7 +110,7 @@ def test_idle_connections_as_many_as_threads_do_not_hold_up_the_health_check(
 
 @pytest.mark.xfail(
     reason="a request whose headers trickle in holds a gthread thread until they end: "
-    "the deployment answer is a reverse proxy that buffers requests (README Deployment)",
+    "the deployment answer is a reverse proxy that buffers requests (docs/how-to/deploy.md)",
     strict=True,
 )
 def test_connections_trickling_their_headers_do_not_hold_up_the_health_check(
