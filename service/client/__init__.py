@@ -1,11 +1,14 @@
 """Python client of the modelreg API, for CI, release engineers and serving layers.
 
-Needs only ``requests`` (and ``joblib`` when handed an estimator object); importing
-it imports neither Flask nor SQLAlchemy. ``Registry`` has a method for every API
-operation and returns dataclasses; every API error is raised as a
+The base install has it: ``pip install modelreg`` (no extra). It needs only
+``requests`` (and ``joblib`` when handed an estimator object, ``skops`` or
+``onnxruntime`` for those formats); importing it imports nothing of the server: no
+Flask, no SQLAlchemy (``modelreg[server]`` is the server). ``Registry`` has a method
+for every API operation and returns dataclasses; every API error is raised as a
 :class:`RegistryError` subclass carrying the JSON error (``NotFound``,
-``Conflict``, …). ``ChampionLoader`` is the serving layers' cached, verified,
-outage-tolerant loader.
+``Conflict``, …). ``Registry(url, token, session=...)`` sends through a
+``requests.Session`` of the caller's (its adapters, proxies, certificates).
+``ChampionLoader`` is the serving layers' cached, verified, outage-tolerant loader.
 """
 
 from __future__ import annotations

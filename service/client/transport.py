@@ -22,21 +22,36 @@ from urllib.parse import quote
 import requests
 
 from modelreg.client.errors import RegistryError, Unreachable, error_for
-from modelreg.storage.hashing import StreamingSha256
+from modelreg.client.hashing import StreamingSha256
 
 CHUNK = 1024 * 1024
 Progress = Callable[[int, int], None]
 
 
 class Transport:
-    def __init__(self, url: str, token: str | None, timeout: float) -> None:
+    """Sends through ``session`` (a new one when ``None``, closed by :meth:`close`)."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None,
+        timeout: float,
+        session: requests.Session | None = None,
+    ) -> None:
         self.base = url.rstrip("/")
         self.api = f"{self.base}/api/v1"
         self.timeout = timeout
-        self.session = requests.Session()
-        self.session.headers["User-Agent"] = "modelreg-client"
+        self._owns_session = session is None
+        self.session = session if session is not None else requests.Session()
+        # Sent with each request rather than set on the session: a session passed in
+        # may be shared, and the token must not travel with its other requests.
+        self.headers = {"User-Agent": "modelreg-client"}
         if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+            self.headers["Authorization"] = f"Bearer {token}"
+
+    def close(self) -> None:
+        if self._owns_session:
+            self.session.close()
 
     def request(
         self,
@@ -62,7 +77,7 @@ class Transport:
                 url,
                 json=json_body,
                 params=clean,
-                headers=headers,
+                headers={**self.headers, **(headers or {})},
                 data=data,
                 stream=stream,
                 timeout=self.timeout,

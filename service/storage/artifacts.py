@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from modelreg.errors import PayloadTooLarge, ValidationFailed
-from modelreg.storage.hashing import StreamingSha256
+from modelreg.client.hashing import StreamingSha256
 
 CHUNK = 1024 * 1024
 WRITEBACK_EVERY = 32 * 1024 * 1024
@@ -178,7 +178,7 @@ class IncomingFile:
 
     The multipart parser writes the uploaded part straight into it, so the upload
     is hashed in the same pass that puts it on disk (a large one on a thread of its
-    own: :mod:`modelreg.storage.hashing`).
+    own: :mod:`modelreg.client.hashing`).
     """
 
     def __init__(self, directory: Path, max_bytes: int) -> None:

@@ -26,12 +26,12 @@ from flask import Response, request
 from werkzeug.wsgi import wrap_file
 
 from modelreg.changes.unit import Change
+from modelreg.client.hashing import StreamingSha256
 from modelreg.db.session import Database
 from modelreg.errors import Unavailable
 from modelreg.roles import Caller
 from modelreg.runtime.prometheus import INTEGRITY_FAILURES
 from modelreg.storage.artifacts import CHUNK, ArtifactStore, sha256_of_file
-from modelreg.storage.hashing import StreamingSha256
 from modelreg.web.auth import caller
 from modelreg.web.common import ctx
 

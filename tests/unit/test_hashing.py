@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from modelreg.storage.hashing import StreamingSha256
+from modelreg.client.hashing import StreamingSha256
 
 
 @pytest.mark.parametrize("size", [0, 1, 4 * 1024 * 1024, 4 * 1024 * 1024 + 1, 9_000_001])

@@ -1,5 +1,9 @@
 """sha256 of a stream of chunks, on a thread of its own once the stream is large.
 
+The client's verified downloads use it, and so do the server's uploads and downloads:
+it lives here, in the part of the package that the base install needs, because the
+client must import nothing of the server (the server install includes the client).
+
 hashlib releases the GIL while it hashes, so on a second thread the hashing of
 one chunk overlaps receiving and writing the next. In a profile of a 1 GiB
 upload, hashing was 28% of the request thread's time; a download verified by the
