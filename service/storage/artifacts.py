@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
-from modelreg.errors import PayloadTooLarge, ValidationFailed
 from modelreg.client.hashing import StreamingSha256
+from modelreg.errors import PayloadTooLarge, ValidationFailed
 
 CHUNK = 1024 * 1024
 WRITEBACK_EVERY = 32 * 1024 * 1024
