@@ -35,6 +35,7 @@ from modelreg.cli.common import (
     token_option,
 )
 from modelreg.cli.envs import explain_table
+from modelreg.cli.server_extra import ServerCommand
 from modelreg.client import NotFound, Registry, Unauthenticated
 from modelreg.client.resources import Run
 
@@ -55,7 +56,10 @@ KEEP_URL = "http://127.0.0.1:5000"
 KEEP_SERVE = ["modelreg", "serve", "--insecure-no-auth", "--host", "127.0.0.1", "--port", "5000"]
 
 
-@click.command(short_help="The wine tutorial in one command: INT and PROD.")
+@click.command(
+    cls=ServerCommand,  # scikit-learn, and an embedded `modelreg serve` without --url
+    short_help="The wine tutorial in one command: INT and PROD.",
+)
 @click.option(
     "--url",
     default=None,

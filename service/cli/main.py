@@ -1,4 +1,14 @@
-"""The ``modelreg`` command: ``serve``, ``worker``, ``token``, ``db`` and the HTTP commands."""
+"""The ``modelreg`` command: ``serve``, ``worker``, ``doctor``, ``token``, ``db``, ``openapi``
+and the HTTP commands.
+
+The base install (``pip install modelreg``) runs ``modelreg --help`` and every HTTP
+command, so importing this module loads click, the configuration and the client, and
+nothing of the server: each server command imports the server's modules (Flask,
+SQLAlchemy, Alembic, gunicorn, the evaluation stack) in its body, when it runs (click's
+"deferring imports" way; a lazily loading group would import them all for ``--help``,
+which needs every command's help). Without the server extra, a server command ends
+with ``install modelreg[server]`` and exit status 2 (:mod:`modelreg.cli.server_extra`).
+"""
 
 from __future__ import annotations
 
@@ -14,16 +24,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import click
-from sqlalchemy import create_engine
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
-from modelreg.cli import remote, serving
+from modelreg.cli import remote
 from modelreg.cli.common import grid
+from modelreg.cli.server_extra import ServerCommand, ServerGroup
 from modelreg.config import Settings, load_settings
-from modelreg.db import migrate
 from modelreg.errors import ConfigError
-from modelreg.runtime import logs, secrets, serving_state
 
 
 def _is_loopback(host: str) -> bool:
@@ -43,6 +49,8 @@ def _is_loopback(host: str) -> bool:
 
 def _prepare_database(settings: Settings) -> None:
     """Migrate the embedded database; refuse an external one that is not current."""
+    from modelreg.db import migrate
+
     url = settings.resolved_database_url
     with _database_errors(url):
         if settings.is_embedded:
@@ -70,12 +78,16 @@ def _settings(**overrides: Any) -> Settings:
 
 
 def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
     return make_url(url).render_as_string(hide_password=True)
 
 
 @contextmanager
 def _database_errors(url: str) -> Iterator[None]:
     """A database that cannot be reached is a one-line error, not a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     try:
         yield
     except SQLAlchemyError as exc:
@@ -100,7 +112,7 @@ def _refuse_without_isolation(settings: Settings) -> None:
         raise click.ClickException(f"the embedded evaluation worker refuses to start: {reason}")
 
 
-@main.command()
+@main.command(cls=ServerCommand)
 def openapi() -> None:
     """Print the HTTP API's OpenAPI document (the form of docs/openapi.json)."""
     from modelreg.app import openapi_snapshot
@@ -108,7 +120,7 @@ def openapi() -> None:
     click.echo(openapi_snapshot(), nl=False)
 
 
-@main.command()
+@main.command(cls=ServerCommand)
 def doctor() -> None:
     """Check what the evaluation sandbox needs: bwrap, user namespaces, cgroups.
 
@@ -126,7 +138,7 @@ def doctor() -> None:
         sys.exit(1)
 
 
-@main.command()
+@main.command(cls=ServerCommand)
 @click.option("--once", is_flag=True, help="process the jobs waiting now, then exit")
 @click.option("--max-jobs", type=int, default=None, help="exit after this many jobs")
 @click.option("--parent-pid", type=int, default=None, hidden=True)
@@ -140,7 +152,9 @@ def worker(
     SIGTERM or SIGINT stops it after the job in hand.
     """
     from modelreg.db.session import Database
+    from modelreg.evaluation.cgroups import StrictUnavailable
     from modelreg.evaluation.worker import Worker, sandbox_for
+    from modelreg.runtime import logs, serving_state
     from modelreg.storage.artifacts import LocalArtifactStore
 
     settings = _settings()
@@ -150,8 +164,6 @@ def worker(
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    from modelreg.evaluation.cgroups import StrictUnavailable
-
     try:
         executor = sandbox_for(settings)
     except StrictUnavailable as exc:
@@ -179,7 +191,7 @@ class CannotServe(click.ClickException):
     exit_code = 2
 
 
-@main.command()
+@main.command(cls=ServerCommand)
 @click.option(
     "--host", default=None, help="address to bind [env: MODELREG_HOST; config: host, 127.0.0.1]"
 )
@@ -216,8 +228,13 @@ def serve(
     start and kept only as its SHA-256: no process of the server has it in its
     environment (``modelreg.runtime.secrets``).
     """
+    from modelreg.runtime import secrets
+
     if sys.argv[1:2] == ["serve"]:  # the command line itself, not an in-process call
         secrets.reexec_without_token_in_environment(sys.argv[1:])
+    # Imported before anything is set up: without the server extra, nothing starts.
+    from modelreg.cli import serving
+
     inherited = secrets.take_inherited_token()
     serve_worker = None if evaluation_worker is None else str(evaluation_worker).lower()
     settings = _settings(
@@ -255,7 +272,7 @@ def serve(
     serving.run(settings)
 
 
-@main.group()
+@main.group(cls=ServerGroup)
 def token() -> None:
     """API tokens, straight in the database (bootstrapping; no server needed)."""
 
@@ -337,7 +354,7 @@ def token_revoke(token_id: int) -> None:
     click.echo(f"token {token_id} revoked", err=True)
 
 
-@main.group()
+@main.group(cls=ServerGroup)
 def db() -> None:
     """Database schema (Alembic migrations)."""
 
@@ -346,6 +363,8 @@ def db() -> None:
 @click.option("--revision", default="head", show_default=True)
 def db_upgrade(revision: str) -> None:
     """Apply migrations up to REVISION."""
+    from modelreg.db import migrate
+
     settings = _settings()
     with _database_errors(settings.resolved_database_url):
         migrate.upgrade(settings.resolved_database_url, revision)
@@ -356,6 +375,8 @@ def db_upgrade(revision: str) -> None:
 @click.argument("revision")
 def db_downgrade(revision: str) -> None:
     """Revert migrations down to REVISION (e.g. base)."""
+    from modelreg.db import migrate
+
     url = _settings().resolved_database_url
     with _database_errors(url):
         migrate.downgrade(url, revision)
@@ -364,6 +385,10 @@ def db_downgrade(revision: str) -> None:
 @db.command("current")
 def db_current() -> None:
     """Print the schema revision of the database and the newest one known."""
+    from sqlalchemy import create_engine
+
+    from modelreg.db import migrate
+
     url = _settings().resolved_database_url
     engine = create_engine(url)
     try:

@@ -746,16 +746,6 @@ def test_errors_are_one_line_on_stderr_with_status_1_and_usage_errors_status_2(
         assert re.search(rf"^  {name}\b", listed, re.M), listed
 
 
-def test_the_http_commands_import_neither_flask_nor_sqlalchemy() -> None:
-    code = (
-        "import sys, modelreg.cli.remote; "
-        "heavy = ('flask', 'sqlalchemy', 'sklearn', 'gunicorn'); "
-        "print(sorted(m for m in heavy if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "[]"
-
-
 def printed_commands(out: str) -> list[list[str]]:
     """The ``modelreg …`` lines a demo printed for the user to paste, as argv."""
     return [shlex.split(line) for line in out.splitlines() if line.startswith("   modelreg ")]

@@ -165,23 +165,6 @@ def holdout() -> Holdout:
 # -- no server needed ----------------------------------------------------------------------
 
 
-def test_importing_the_client_in_a_fresh_interpreter_loads_no_server_library() -> None:
-    code = "import json, sys, modelreg.client; print(json.dumps(sorted(sys.modules)))"
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    loaded = set(json.loads(done.stdout))
-    server_side = {"flask", "sqlalchemy", "werkzeug", "marshmallow", "flask_smorest", "alembic"}
-    heavy = {"joblib", "sklearn", "numpy"}  # loaded only when an estimator is handed over
-    assert not {m for m in loaded if m.split(".")[0] in server_side | heavy}
-    assert "requests" in loaded
-
-
 class FakeStream(io.StringIO):
     def __init__(self, tty: bool) -> None:
         super().__init__()
