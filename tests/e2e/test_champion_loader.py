@@ -1,9 +1,11 @@
-"""The serving layer's ``ChampionLoader`` against a live ``modelreg serve``.
+"""The serving layer's ``ChampionLoader`` where real HTTP matters.
 
-Requests are counted with a response hook on the loader's own session, so "an
-unchanged champion downloads nothing" is measured, not assumed. The outage test
-stops its own server, then starts a new one on the same port, database and
-artifact store.
+Loading, refreshing, caching and format checks on the real app are in-process in
+tests/integration/test_champion_loader.py. Here: an outage (the test stops its own
+``modelreg serve``, then starts a new one on the same port, database and artifact
+store), and a stand-in registry on a socket that cuts a download short or serves a
+champion in a format its policy forbids. Requests are counted with a response hook
+on the loader's own session.
 """
 
 from __future__ import annotations
@@ -50,15 +52,6 @@ def database_url(
 ) -> Iterator[str]:
     """Overrides the per-test database: one database for the module's tests."""
     yield from module_database(request, tmp_path_factory, sqlite_template)
-
-
-@pytest.fixture(scope="module")
-def live(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    server, _ = start_live_server(database_url, tmp_path_factory.mktemp("loader-server"))
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 @pytest.fixture(scope="module")
@@ -141,129 +134,8 @@ def same_predictions(a: Any, b: Any, holdout: Holdout) -> bool:
     return bool(np.array_equal(a.predict(holdout.x_test), b.predict(holdout.x_test)))
 
 
-def test_load_returns_a_working_champion_and_an_unchanged_champion_downloads_nothing(
-    live: Server, holdout: Holdout, tmp_path: Path
-) -> None:
-    publisher = Publisher(live, "Served", holdout)
-    run_id, estimator = publisher.publish(5, seed=0)
-    loader = new_loader(live, "Served", tmp_path / "cache")
-    log = counted(loader)
-
-    model = loader.load()
-    assert same_predictions(model, estimator, holdout)
-    assert loader.champion is not None and loader.champion.run_id == run_id
-    assert loader.load() is model
-    assert log.artifact_downloads() == 1
-
-    for _ in range(3):
-        assert loader.refresh() is False
-    assert loader.load() is model
-    assert log.artifact_downloads() == 1
-    assert log.champion_polls() == [200, 304, 304, 304]
-
-    sha = loader.champion.sha256
-    cached = tmp_path / "cache" / "sha256" / sha
-    assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha
-    assert len(list((tmp_path / "cache").glob("champion-*.json"))) == 1
-
-
-def test_a_better_run_is_picked_up_by_refresh_and_a_rollback_is_served_from_the_cache(
-    live: Server, holdout: Holdout, tmp_path: Path
-) -> None:
-    publisher = Publisher(live, "Improving", holdout)
-    weak_id, weak = publisher.publish(1, seed=1)
-    loader = new_loader(live, "Improving", tmp_path / "cache")
-    log = counted(loader)
-    assert same_predictions(loader.load(), weak, holdout)
-
-    strong_id, strong = publisher.publish(50, seed=2)
-    assert publisher.serving() == strong_id, "the stronger run must win"
-    assert loader.refresh() is True
-    assert loader.champion is not None and loader.champion.run_id == strong_id
-    assert same_predictions(loader.load(), strong, holdout)
-    assert loader.refresh() is False
-    assert log.artifact_downloads() == 2
-
-    # A pin back to the weak run: its bytes are in the cache already.
-    publisher.registry.pin(ENV, "Improving", weak_id, reason="rollback")
-    assert loader.refresh() is True
-    assert same_predictions(loader.load(), weak, holdout)
-    publisher.registry.unpin(ENV, "Improving", reason="fixed")
-    assert loader.refresh() is True
-    assert same_predictions(loader.load(), strong, holdout)
-    assert log.artifact_downloads() == 2
-    assert sorted(p.name for p in (tmp_path / "cache" / "sha256").iterdir()) == sorted(
-        {publisher.registry.run(weak_id).sha256, publisher.registry.run(strong_id).sha256}
-    )
-
-
-def test_a_corrupted_cached_artifact_is_downloaded_again_and_an_intact_one_is_reused(
-    live: Server, holdout: Holdout, tmp_path: Path
-) -> None:
-    publisher = Publisher(live, "Cached", holdout)
-    _, estimator = publisher.publish(5, seed=0)
-    cache = tmp_path / "cache"
-    first = new_loader(live, "Cached", cache)
-    first.load()
-    assert first.champion is not None
-    sha = first.champion.sha256
-
-    reused = new_loader(live, "Cached", cache)
-    reused_log = counted(reused)
-    assert same_predictions(reused.load(), estimator, holdout)
-    assert reused_log.artifact_downloads() == 0
-
-    cached = cache / "sha256" / sha
-    cached.write_bytes(b"not a model: flipped bits on disk")
-    again = new_loader(live, "Cached", cache)
-    again_log = counted(again)
-    assert same_predictions(again.load(), estimator, holdout)
-    assert again_log.artifact_downloads() == 1
-    assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha
-    assert not [p for p in cached.parent.iterdir() if p.name != sha]  # no partial files
-
-
-def test_eight_threads_loading_and_refreshing_at_once_share_one_model_and_one_download(
-    live: Server, holdout: Holdout, tmp_path: Path
-) -> None:
-    publisher = Publisher(live, "Threaded", holdout)
-    run_id, estimator = publisher.publish(5, seed=0)
-    loader = new_loader(live, "Threaded", tmp_path / "cache")
-    log = counted(loader)
-    barrier = threading.Barrier(8)
-    models: list[Any] = []
-    errors: list[BaseException] = []
-    lock = threading.Lock()
-
-    def serve() -> None:
-        try:
-            barrier.wait(timeout=30)
-            seen = [loader.load()]
-            for _ in range(3):
-                loader.refresh()
-                seen.append(loader.load())
-            with lock:
-                models.extend(seen)
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-
-    threads = [threading.Thread(target=serve) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
-    assert not any(t.is_alive() for t in threads)
-    assert errors == []
-    assert len(models) == 32
-    assert len({id(m) for m in models}) == 1
-    assert same_predictions(models[0], estimator, holdout)
-    assert loader.champion is not None and loader.champion.run_id == run_id
-    assert log.artifact_downloads() == 1
-
-
 def test_during_a_registry_outage_the_cached_champion_is_served_and_polling_resumes_after(
-    live: Server,
+    database_url: str,
     holdout: Holdout,
     tmp_path: Path,
     tmp_path_factory: pytest.TempPathFactory,
@@ -271,7 +143,7 @@ def test_during_a_registry_outage_the_cached_champion_is_served_and_polling_resu
 ) -> None:
     caplog.set_level(logging.INFO, logger=LOGGER)
     base = tmp_path_factory.mktemp("outage-server")
-    server, environ = start_live_server(live.database_url, base)
+    server, environ = start_live_server(database_url, base)
     restarted: Server | None = None
     try:
         publisher = Publisher(server, "Resilient", holdout)
@@ -535,47 +407,3 @@ def test_a_skops_champion_loads_without_pickle_when_its_types_are_trusted(
             skops_trusted=["sklearn.tree._tree.Tree"],
         )
         assert same_predictions(trusting.load(), estimator, holdout)
-
-
-def test_the_served_champion_names_its_format_and_a_strict_loader_takes_only_skops(
-    live: Server, holdout: Holdout, tmp_path: Path
-) -> None:
-    import skops.io as sio
-
-    publisher = Publisher(live, "Formats", holdout)
-    publisher.publish(3, seed=0)
-    strict = ChampionLoader(
-        live.url,
-        ENV,
-        "Formats",
-        token=ADMIN_TOKEN,
-        cache_dir=tmp_path / "cache",
-        timeout=10,
-        allow_pickle=False,
-        skops_trusted=["sklearn.tree._tree.Tree"],
-    )
-    log = counted(strict)
-    with pytest.raises(FormatNotAllowed, match="joblib artifact"):
-        strict.load()
-    assert log.artifact_downloads() == 0
-
-    estimator = forest(holdout, 4, 1)
-    path = tmp_path / "forest.skops"
-    sio.dump(estimator, path)
-    registry = publisher.registry
-    registry.register_run(
-        "Formats", "1.0", path, metrics={"f1": 0.0}, dataset=DATASET, progress=False
-    )
-    registry.put_policy(
-        ENV,
-        "Formats",
-        metric="f1",
-        dataset=DATASET,
-        stages=["None"],
-        formats=["skops"],
-        reason="no pickles in PROD",
-        if_match=registry.policy(ENV, "Formats").revision,
-    )
-    served = registry.champion(ENV, "Formats")
-    assert (served.format, served.allowed_formats) == ("skops", ("skops",))
-    assert same_predictions(strict.load(), estimator, holdout)

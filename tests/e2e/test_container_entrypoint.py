@@ -199,6 +199,12 @@ def test_the_image_runs_as_an_unprivileged_user_with_a_curl_free_healthcheck() -
     assert image.cmd[0] == "modelreg"
 
 
+def test_the_image_installs_the_server_extra_that_serve_and_the_worker_need() -> None:
+    """The base install is only the client: an image without the extra could not serve."""
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    assert 'pip install ".[server]"' in dockerfile
+
+
 def test_the_image_and_the_compose_worker_provide_the_strict_evaluation_sandbox() -> None:
     """What the strict level needs in a container (not run here: no Docker engine)."""
     dockerfile = (DOCKER / "Dockerfile").read_text()

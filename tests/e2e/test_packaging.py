@@ -1,8 +1,12 @@
 """The project as users get it: a non-editable install into a fresh virtualenv.
 
 Slow (it builds the wheel and installs the dependencies with pip), so it is one
-test. The server then runs from an empty directory with no ``MODELREG_*``
-variable set and must keep everything in ``./modelreg-data/``.
+test. First the base install (``pip install modelreg``, what CI runners and serving
+layers take): the client imports, ``modelreg --help`` works, no server library is
+installed, and ``modelreg serve`` names the server extra. Then the server extra goes
+into the same virtualenv (``pip install 'modelreg[server]'``); the server runs from
+an empty directory with no ``MODELREG_*`` variable set and must keep everything in
+``./modelreg-data/``.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def run(argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float) -> s
     return done.stdout
 
 
-def test_a_non_editable_install_serves_from_an_empty_directory_and_keeps_its_data_there(
+def test_the_base_install_is_a_light_client_and_the_server_extra_serves_from_an_empty_directory(
     tmp_path: Path,
 ) -> None:
     assert (REPO_ROOT / "pyproject.toml").is_file(), REPO_ROOT
@@ -70,13 +74,46 @@ def test_a_non_editable_install_serves_from_an_empty_directory_and_keeps_its_dat
         env.pop(leak, None)
     run([sys.executable, "-m", "venv", str(venv)], cwd=tmp_path, env=env, timeout=120)
     python, modelreg = venv / "bin" / "python", venv / "bin" / "modelreg"
-    run(
-        [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q", str(source)],
-        cwd=tmp_path,
-        env=env,
-        timeout=PIP_TIMEOUT_S,
-    )
+    pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    run([*pip, str(source)], cwd=tmp_path, env=env, timeout=PIP_TIMEOUT_S)
     assert modelreg.is_file(), "the install did not create the modelreg console script"
+
+    # The base install: the client and the HTTP commands, nothing of the server.
+    light = tmp_path / "light"
+    light.mkdir()
+    assert "serve" in run([str(modelreg), "--help"], cwd=light, env=env, timeout=60)
+    installed = json.loads(
+        run(
+            [
+                str(python),
+                "-c",
+                "import importlib.util, json, modelreg.client; print(json.dumps(sorted("
+                "name for name in ('flask', 'sqlalchemy', 'gunicorn', 'sklearn', 'numpy') "
+                "if importlib.util.find_spec(name))))",
+            ],
+            cwd=light,
+            env=env,
+            timeout=60,
+        )
+    )
+    assert installed == []
+    refused = subprocess.run(
+        [str(modelreg), "serve"],
+        cwd=light,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "pip install 'modelreg[server]'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert list(light.iterdir()) == []
+
+    # The server extra, into the same virtualenv.
+    run([*pip, f"{source}[server]"], cwd=tmp_path, env=env, timeout=PIP_TIMEOUT_S)
 
     empty = tmp_path / "empty"
     empty.mkdir()

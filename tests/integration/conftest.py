@@ -16,7 +16,9 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from modelreg.app import create_app
+from modelreg.client import Registry
 from modelreg.config import load_settings
+from tests.integration.in_process import in_process
 
 # MODELREG_ADMIN_TOKEN of the test apps: requests go as this admin unless a test
 # sends another Authorization header.
@@ -104,6 +106,31 @@ def multipart(fields: dict[str, Any]) -> tuple[bytes, str]:
 @pytest.fixture
 def api(app: Flask) -> Api:
     return Api(app.test_client())
+
+
+# Where the in-process app answers for the Python client (nothing listens there).
+APP_URL = "http://modelreg.test"
+
+
+@pytest.fixture
+def connect(app: Flask) -> Iterator[Callable[..., Registry]]:
+    """``connect(token)``: the Python client on the test's app, in-process over WSGI (a
+    session of its own per call, closed at the end of the test)."""
+    sessions: list[Any] = []
+
+    def make(token: str | None = ADMIN_TOKEN, **options: Any) -> Registry:
+        sessions.append(in_process(app, APP_URL))
+        return Registry(APP_URL, token, session=sessions[-1], **options)
+
+    yield make
+    for session in sessions:
+        session.close()
+
+
+@pytest.fixture
+def registry(connect: Callable[..., Registry]) -> Registry:
+    """The Python client on the test's app, as the admin."""
+    return connect()
 
 
 @pytest.fixture
