@@ -29,12 +29,12 @@ from urllib.parse import urlsplit
 import joblib
 import numpy as np
 import pytest
-import requests
 from sklearn.ensemble import RandomForestClassifier
 
 from modelreg.client import ChampionLoader, FormatNotAllowed, NotFound, Registry, Unreachable
+from tests.client_helpers import counted, f1_of, forest
 from tests.e2e.conftest import ADMIN_TOKEN, Server, TimeoutSession, launch
-from tests.e2e.test_client import f1_of, forest, module_database, start_live_server
+from tests.e2e.test_client import module_database, start_live_server
 from tests.e2e.test_wine_scenario import Holdout, wine_holdout
 
 pytestmark = pytest.mark.e2e
@@ -57,36 +57,6 @@ def database_url(
 @pytest.fixture(scope="module")
 def holdout() -> Holdout:
     return wine_holdout()
-
-
-@dataclass
-class Requests:
-    """Every response a session received: ``(method, path, status)``."""
-
-    seen: list[tuple[str, str, int]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        with self.lock:
-            method = response.request.method or ""
-            self.seen.append((method, urlsplit(response.url).path, response.status_code))
-
-    def artifact_downloads(self) -> int:
-        return sum(1 for m, path, s in self.seen if m == "GET" and path.endswith("/artifact"))
-
-    def champion_polls(self) -> list[int]:
-        """Statuses of ``GET /environments/{env}/models/{model}``: 200 or 304."""
-        return [
-            s
-            for m, path, s in self.seen
-            if m == "GET" and path.split("/")[-4:-1] == ["environments", ENV, "models"]
-        ]
-
-
-def counted(loader: ChampionLoader) -> Requests:
-    log = Requests()
-    loader.registry._http.session.hooks["response"].append(log)
-    return log
 
 
 def new_loader(server: Server, model: str, cache: Path) -> ChampionLoader:
@@ -186,12 +156,12 @@ def test_during_a_registry_outage_the_cached_champion_is_served_and_polling_resu
         # The registry comes back on the same address, database and artifact store.
         restarted = restart(server, environ, base)
         caplog.clear()
-        log = counted(loader)
+        log = counted(loader, ENV)
         assert loader.refresh() is False  # unchanged: a 304
         assert loader.offline is False
         assert "reachable again" in caplog.text
         assert log.champion_polls() == [304]
-        started_log = counted(started)
+        started_log = counted(started, ENV)
         assert started.refresh() is False  # same bytes as it had cached: no download
         assert started.offline is False
         assert started_log.artifact_downloads() == 0

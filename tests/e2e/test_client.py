@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,6 @@ import joblib
 import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import f1_score
 
 from modelreg.client import (
     ChampionLoader,
@@ -37,6 +35,7 @@ from modelreg.client import (
     Unreachable,
 )
 from modelreg.client.transport import MultipartStream, TerminalProgress, progress_for
+from tests.client_helpers import artifact_file, f1_of, forest, raises
 from tests.conftest import drop_postgres_database, new_postgres_database
 from tests.e2e.conftest import (
     ADMIN_TOKEN,
@@ -112,30 +111,6 @@ def live(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 def admin(live: Server) -> Iterator[Registry]:
     with Registry(live.url, ADMIN_TOKEN, timeout=60) as registry:
         yield registry
-
-
-def raises(kind: type[RegistryError], call: Callable[[], Any]) -> RegistryError:
-    """The ``kind`` exception ``call`` raises (exactly that class, not a subclass)."""
-    with pytest.raises(kind) as caught:
-        call()
-    assert type(caught.value) is kind, f"{type(caught.value).__name__}: {caught.value}"
-    return caught.value
-
-
-def forest(holdout: Holdout, n_estimators: int = 5, seed: int = 0) -> RandomForestClassifier:
-    return RandomForestClassifier(n_estimators=n_estimators, random_state=seed).fit(
-        holdout.x_train, holdout.y_train
-    )
-
-
-def f1_of(model: Any, holdout: Holdout) -> float:
-    return float(f1_score(holdout.y_test, model.predict(holdout.x_test), average="weighted"))
-
-
-def artifact_file(tmp_path: Path, name: str, content: bytes | None = None) -> Path:
-    path = tmp_path / name
-    path.write_bytes(content if content is not None else f"artifact {name}".encode())
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -12,19 +12,16 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
-import requests
 from sklearn.ensemble import RandomForestClassifier
 
 from modelreg.client import ChampionLoader, FormatNotAllowed, NotFound, Registry
+from tests.client_helpers import counted, f1_of, forest
 from tests.e2e.test_wine_scenario import Holdout, wine_holdout
-from tests.integration.test_client import f1_of, forest
 
 ENV = "PROD"
 DATASET = "serving-holdout"
@@ -35,36 +32,6 @@ Connect = Callable[..., Registry]
 @pytest.fixture(scope="module")
 def holdout() -> Holdout:
     return wine_holdout()
-
-
-@dataclass
-class Requests:
-    """Every response a session received: ``(method, path, status)``."""
-
-    seen: list[tuple[str, str, int]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        with self.lock:
-            method = response.request.method or ""
-            self.seen.append((method, urlsplit(response.url).path, response.status_code))
-
-    def artifact_downloads(self) -> int:
-        return sum(1 for m, path, s in self.seen if m == "GET" and path.endswith("/artifact"))
-
-    def champion_polls(self) -> list[int]:
-        """Statuses of ``GET /environments/{env}/models/{model}``: 200 or 304."""
-        return [
-            s
-            for m, path, s in self.seen
-            if m == "GET" and path.split("/")[-4:-1] == ["environments", ENV, "models"]
-        ]
-
-
-def counted(loader: ChampionLoader) -> Requests:
-    log = Requests()
-    loader.registry._http.session.hooks["response"].append(log)
-    return log
 
 
 class Publisher:
@@ -127,7 +94,7 @@ def test_load_returns_a_working_champion_and_an_unchanged_champion_downloads_not
     publisher = Publisher(registry, "Served", holdout)
     run_id, estimator = publisher.publish(5, seed=0)
     loader = new_loader("Served", tmp_path / "cache")
-    log = counted(loader)
+    log = counted(loader, ENV)
 
     model = loader.load()
     assert same_predictions(model, estimator, holdout)
@@ -153,7 +120,7 @@ def test_a_better_run_is_picked_up_by_refresh_and_a_rollback_is_served_from_the_
     publisher = Publisher(registry, "Improving", holdout)
     weak_id, weak = publisher.publish(1, seed=1)
     loader = new_loader("Improving", tmp_path / "cache")
-    log = counted(loader)
+    log = counted(loader, ENV)
     assert same_predictions(loader.load(), weak, holdout)
 
     strong_id, strong = publisher.publish(50, seed=2)
@@ -189,14 +156,14 @@ def test_a_corrupted_cached_artifact_is_downloaded_again_and_an_intact_one_is_re
     sha = first.champion.sha256
 
     reused = new_loader("Cached", cache)
-    reused_log = counted(reused)
+    reused_log = counted(reused, ENV)
     assert same_predictions(reused.load(), estimator, holdout)
     assert reused_log.artifact_downloads() == 0
 
     cached = cache / "sha256" / sha
     cached.write_bytes(b"not a model: flipped bits on disk")
     again = new_loader("Cached", cache)
-    again_log = counted(again)
+    again_log = counted(again, ENV)
     assert same_predictions(again.load(), estimator, holdout)
     assert again_log.artifact_downloads() == 1
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == sha
@@ -209,7 +176,7 @@ def test_eight_threads_loading_and_refreshing_at_once_share_one_model_and_one_do
     publisher = Publisher(registry, "Threaded", holdout)
     run_id, estimator = publisher.publish(5, seed=0)
     loader = new_loader("Threaded", tmp_path / "cache")
-    log = counted(loader)
+    log = counted(loader, ENV)
     barrier = threading.Barrier(8)
     models: list[Any] = []
     errors: list[BaseException] = []
@@ -255,7 +222,7 @@ def test_the_served_champion_names_its_format_and_a_strict_loader_takes_only_sko
         allow_pickle=False,
         skops_trusted=["sklearn.tree._tree.Tree"],
     )
-    log = counted(strict)
+    log = counted(strict, ENV)
     with pytest.raises(FormatNotAllowed, match="joblib artifact"):
         strict.load()
     assert log.artifact_downloads() == 0

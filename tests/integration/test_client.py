@@ -21,8 +21,6 @@ from typing import Any
 import joblib
 import pytest
 from flask import Flask
-from sklearn.ensemble import RandomForestClassifier
-from sklearn.metrics import f1_score
 
 from modelreg.client import (
     Conflict,
@@ -38,6 +36,7 @@ from modelreg.client import (
 )
 from modelreg.evaluation.sandbox import Sandbox
 from modelreg.evaluation.worker import Worker
+from tests.client_helpers import artifact_file, f1_of, forest, raises
 from tests.e2e.test_wine_scenario import Holdout, wine_holdout
 from tests.integration.conftest import ADMIN_TOKEN, APP_URL
 from tests.integration.in_process import in_process
@@ -47,30 +46,6 @@ Connect = Callable[..., Registry]
 
 def sha256_file(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def raises(kind: type[RegistryError], call: Callable[[], Any]) -> RegistryError:
-    """The ``kind`` exception ``call`` raises (exactly that class, not a subclass)."""
-    with pytest.raises(kind) as caught:
-        call()
-    assert type(caught.value) is kind, f"{type(caught.value).__name__}: {caught.value}"
-    return caught.value
-
-
-def forest(holdout: Holdout, n_estimators: int = 5, seed: int = 0) -> RandomForestClassifier:
-    return RandomForestClassifier(n_estimators=n_estimators, random_state=seed).fit(
-        holdout.x_train, holdout.y_train
-    )
-
-
-def f1_of(model: Any, holdout: Holdout) -> float:
-    return float(f1_score(holdout.y_test, model.predict(holdout.x_test), average="weighted"))
-
-
-def artifact_file(tmp_path: Path, name: str, content: bytes | None = None) -> Path:
-    path = tmp_path / name
-    path.write_bytes(content if content is not None else f"artifact {name}".encode())
-    return path
 
 
 @pytest.fixture(scope="module")
